@@ -1,0 +1,173 @@
+"""Typed configuration: model presets, data preparation and training settings.
+
+Every config is a frozen dataclass with a JSON round trip (`to_json` / `from_json`) so that the
+resolved settings can be stored beside each run and export. Presets are looked up by name with
+`get_preset`; unknown names raise `L3Error` listing the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+from l3_keras.errors import L3Error, check_choice
+
+FRONTENDS = ("stft", "mel")
+
+
+class _JsonMixin:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(fields)
+        if unknown:
+            raise L3Error(f"Unknown {cls.__name__} keys {sorted(unknown)}; expected {sorted(fields)}.")
+        # JSON has no tuples: restore them where the field default is a tuple.
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_JsonMixin):
+    """L3-Net architecture (paper Sec. 3.2 / Fig. 2).
+
+    Attributes:
+        name: preset name this config came from.
+        sample_rate: audio rate in Hz the model consumes (48 kHz in the paper).
+        audio_seconds: length of the audio input (1 s in the paper).
+        frontend: "stft" (log-magnitude spectrogram, paper) or "mel" (log-mel, OpenL3).
+        n_fft, win_length, hop_length: STFT parameters in samples (paper: 512, 480, 240).
+        n_mels: mel bands for the "mel" front end.
+        image_size: (height, width) of the frame input (paper: 224x224).
+        filters: conv filters per block, the last is the embedding size (paper: 64..512).
+        convs_per_block: conv3x3-BN-ReLU units per block (paper: 2).
+        fusion_units: width of the fusion hidden layer (paper: 128).
+    """
+
+    name: str = "paper"
+    sample_rate: int = 48000
+    audio_seconds: float = 1.0
+    frontend: str = "stft"
+    n_fft: int = 512
+    win_length: int = 480
+    hop_length: int = 240
+    n_mels: Optional[int] = None
+    image_size: Tuple[int, int] = (224, 224)
+    filters: Tuple[int, ...] = (64, 128, 256, 512)
+    convs_per_block: int = 2
+    fusion_units: int = 128
+
+    def __post_init__(self):
+        check_choice("frontend", self.frontend, FRONTENDS)
+        if self.frontend == "mel" and not self.n_mels:
+            raise L3Error(f"Preset {self.name!r}: the 'mel' front end needs n_mels > 0.")
+        if self.win_length > self.n_fft:
+            raise L3Error(f"win_length {self.win_length} must be <= n_fft {self.n_fft}.")
+
+    @property
+    def audio_samples(self) -> int:
+        """Samples in one audio input window."""
+        return int(round(self.sample_rate * self.audio_seconds))
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.filters[-1]
+
+
+PRESETS = {
+    "paper": ModelConfig(),
+    # OpenL3 (Cramer et al. 2019): log-mel front ends at 48 kHz, hop 242 -> 199 frames.
+    "openl3-mel128": ModelConfig(
+        name="openl3-mel128", frontend="mel", n_fft=2048, win_length=2048, hop_length=242, n_mels=128
+    ),
+    "openl3-mel256": ModelConfig(
+        name="openl3-mel256", frontend="mel", n_fft=2048, win_length=2048, hop_length=242, n_mels=256
+    ),
+    # Scaled down so that it trains in minutes on 2 CPU cores: 16 kHz, 64 log-mel bands with a 25 ms
+    # window and 10 ms hop, 64x64 frames, 8x narrower filters.
+    "tiny": ModelConfig(
+        name="tiny",
+        sample_rate=16000,
+        frontend="mel",
+        n_fft=512,
+        win_length=400,
+        hop_length=160,
+        n_mels=64,
+        image_size=(64, 64),
+        filters=(16, 32, 64, 128),
+        fusion_units=64,
+    ),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """Returns the named ModelConfig preset.
+
+    Raises:
+        L3Error: if `name` is not a preset; the message lists the presets.
+    """
+    check_choice("preset", name, tuple(PRESETS))
+    return PRESETS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(_JsonMixin):
+    """How videos become records and records become pairs.
+
+    Attributes:
+        sample_rate: audio rate stored in the records (must equal the model's).
+        fps: frames kept per second of video.
+        frame_short_side: stored frames are resized so their short side is this (paper: 256).
+        crop_size: training crop (paper: 224, random crop of the 256 frame).
+        max_seconds: keep only the first N seconds of each video (Flickr-SoundNet: 10); None = all.
+        jpeg_quality: quality of the stored frames.
+        shard_megabytes: target size of one TFRecord shard.
+    """
+
+    sample_rate: int = 48000
+    fps: float = 4.0
+    frame_short_side: int = 256
+    crop_size: int = 224
+    max_seconds: Optional[float] = 10.0
+    jpeg_quality: int = 90
+    shard_megabytes: int = 256
+
+    @classmethod
+    def for_model(cls, model: ModelConfig, **changes) -> "DataConfig":
+        """Data settings that fit `model` (sample rate, frame sizes scaled to its image size)."""
+        crop = model.image_size[0]
+        base = cls(
+            sample_rate=model.sample_rate,
+            crop_size=crop,
+            frame_short_side=int(round(crop * 256 / 224)),
+        )
+        return base.replace(**changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+    """Optimisation settings (paper Sec. 3.3: Adam, lr 1e-4, weight decay 1e-5, 16 pairs/GPU)."""
+
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-5
+    batch_per_replica: int = 16
+    steps_per_epoch: int = 1000
+    epochs: int = 100
+    validation_pairs: int = 2048
+    checkpoint_every: int = 500
+    mixed_precision: Optional[str] = None  # None | "bf16" | "fp16"
+    strategy: str = "mirrored"  # "mirrored" | "multiworker" | "default"
+    seed: int = 0

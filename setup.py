@@ -1,0 +1,38 @@
+"""Installs the l3_keras package and the `l3` command.
+
+TensorFlow comes from an extra, so that exactly one build is installed:
+    CPU machines:  pip install -e .[cpu]   (tensorflow-cpu)
+    NVIDIA GPUs:   pip install -e .[gpu]   (tensorflow[and-cuda])
+The TF Serving protos (for warm-up files) are installed separately with --no-deps, because the
+package's own requirements would pull a second TensorFlow:
+    pip install --no-deps "tensorflow-serving-api==2.21.*"
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="l3_keras",
+    version="0.1.0",
+    description="Look, Listen and Learn (L3-Net) in TensorFlow / Keras 3",
+    packages=find_packages(include=["l3_keras", "l3_keras.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "keras==3.15.*",
+        "librosa>=0.10",
+        "soxr>=0.3",
+        "soundfile>=0.12",
+        "av>=12",
+        "keras-tuner==1.4.*",
+        "tensorboard==2.21.*",
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+        "pillow>=10",
+        "scikit-learn>=1.4",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu==2.21.*"],
+        "gpu": ["tensorflow[and-cuda]==2.21.*"],
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["l3=l3_keras.cli:main"]},
+)
