@@ -48,6 +48,73 @@ def _info(sub):
     p.set_defaults(handler=handler)
 
 
+@_command
+def _prepare(sub):
+    p = sub.add_parser("prepare", help="videos -> TFRecord shards plus a manifest (resumable)")
+    p.add_argument("input", help="folder of videos (recursive), one video, or a list file of paths")
+    p.add_argument("--out", required=True, help="output folder for shards and manifest")
+    p.add_argument("--preset", help="model preset whose sample rate and frame sizes to use")
+    p.add_argument("--sample-rate", type=int, help="audio rate, Hz (default 48000)")
+    p.add_argument("--fps", type=float, help="frames kept per second (default 4)")
+    p.add_argument("--short-side", type=int, help="stored frames' short side in pixels")
+    p.add_argument("--max-seconds", type=float, help="keep the first N s (10; 0 = all)")
+    p.add_argument("--workers", type=int, default=1, help="decoding processes")
+    p.add_argument("--num-shards", type=int, default=1, help="machines sharing the input")
+    p.add_argument("--shard-index", type=int, default=0, help="this machine's part")
+    p.add_argument("--videos-per-shard", type=int, help="videos per TFRecord file")
+    p.add_argument("--label-from", choices=["folder"], help="label = parent folder name")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def handler(args):
+        import logging
+
+        from l3_keras.config import DataConfig, get_preset
+        from l3_keras.data.prepare import prepare
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        config = DataConfig.for_model(get_preset(args.preset)) if args.preset else DataConfig()
+        changes = {
+            "sample_rate": args.sample_rate,
+            "fps": args.fps,
+            "frame_short_side": args.short_side,
+            "max_seconds": args.max_seconds,
+        }
+        config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+        if config.max_seconds == 0:
+            config = config.replace(max_seconds=None)
+        manifest = prepare(
+            args.input,
+            args.out,
+            config,
+            workers=args.workers,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+            videos_per_shard=args.videos_per_shard,
+            label_from=args.label_from,
+            progress=not args.no_progress,
+        )
+        print(json.dumps(manifest["totals"]))
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+@_command
+def _merge_manifests(sub):
+    p = sub.add_parser("merge-manifests", help="join the manifests of `prepare --num-shards` parts")
+    p.add_argument("parts", nargs="+", help="part output folders or manifest files")
+    p.add_argument("--out", required=True, help="merged manifest file, e.g. DIR/manifest.json")
+
+    def handler(args):
+        from l3_keras.data.prepare import merge_manifests
+
+        merged = merge_manifests(args.parts, args.out)
+        print(json.dumps({**merged["totals"], "missing_parts": merged["inputs"]["missing_parts"]}))
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l3", description="L3-Net (Look, Listen and Learn) tools")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,0 +1,349 @@
+"""`l3 prepare`: videos -> TFRecord shards plus a manifest; resumable, splittable across machines.
+
+Layout of `out_dir` for split part i (of `num_shards` machines):
+    part-{i:03d}-{k:05d}.tfrecord        records of the k-th block of `videos_per_shard` videos
+    part-{i:03d}-{k:05d}.tfrecord.json   sidecar: that block's kept/skipped entries, written after
+                                         the shard's atomic rename, so it marks the shard finished
+    manifest.json                        (manifest-part-{i:03d}.json when num_shards > 1, so that
+                                         parts can share one folder; `merge_manifests` joins them)
+
+Every step is deterministic: the sorted input list, this machine's part `videos[i::num_shards]` and
+its blocks, so a rerun after a kill skips the finished shards, redoes the rest and ends with the
+same manifest (apart from "created").
+
+Decoding runs in `workers` spawned processes that only import `video` (never TensorFlow: 700 MB and
+seconds each); the parent builds the tf.train.Example and writes the shards.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import datetime
+import glob
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import sys
+from typing import Iterator, List, Optional, Sequence
+
+import av
+import tensorflow as tf
+import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+import l3_keras
+from l3_keras.config import DataConfig
+from l3_keras.data import records
+from l3_keras.data import video as video_lib
+from l3_keras.errors import L3Error, check_choice
+
+LABEL_SOURCES = ("folder",)
+MANIFEST_FORMAT = "l3_keras.prepare/1"
+# Rough record size per second of video: int16 audio plus ~0.3 bytes per pixel of JPEG (q90, 16:9).
+_JPEG_BYTES_PER_PIXEL = 0.3
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    path: str
+    video_id: str
+    label: str
+
+
+def prepare(
+    inputs,
+    out_dir,
+    data_config: DataConfig,
+    workers: int = 1,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    videos_per_shard: Optional[int] = None,
+    label_from: Optional[str] = None,
+    progress: bool = True,
+) -> dict:
+    """Decodes videos into TFRecord shards and writes the manifest; resumes an interrupted run.
+
+    Args:
+        inputs: folder (searched recursively), video file, or list file; see `iter_video_paths`.
+        out_dir: output folder (created).
+        data_config: decoding settings; stored in the manifest and checked on resume.
+        workers: decoding processes.
+        num_shards: machines the input list is split across; this call prepares
+            `sorted_videos[shard_index::num_shards]`.
+        shard_index: this machine's part, in [0, num_shards).
+        videos_per_shard: videos per TFRecord file; default from `data_config.shard_megabytes`.
+        label_from: None, or "folder" to store each video's parent folder name as its label.
+        progress: tqdm bar on stderr.
+
+    Returns:
+        the manifest dict (also written to out_dir, see `manifest_name`).
+
+    Raises:
+        L3Error: bad arguments, no videos, or out_dir holds shards made with other settings.
+    """
+    _check_split(workers, num_shards, shard_index, videos_per_shard)
+    if label_from is not None:
+        check_choice("label_from", label_from, LABEL_SOURCES)
+    per_shard = videos_per_shard or default_videos_per_shard(data_config)
+    all_jobs = _jobs(inputs, label_from)
+    jobs = all_jobs[shard_index::num_shards]
+    blocks = [jobs[k : k + per_shard] for k in range(0, len(jobs), per_shard)]
+    names = [f"part-{shard_index:03d}-{k:05d}.tfrecord" for k in range(len(blocks))]
+    settings = {"data_config": data_config.to_dict(), "label_from": label_from}
+
+    os.makedirs(out_dir, exist_ok=True)
+    _remove_temp_files(out_dir, shard_index)
+    todo = [k for k in range(len(blocks)) if not _finished(out_dir, names[k], blocks[k], settings)]
+    done_videos = len(jobs) - sum(len(blocks[k]) for k in todo)
+    bar = tqdm.tqdm(
+        total=len(jobs), initial=done_videos, unit="video", file=sys.stderr, disable=not progress,
+        desc=f"prepare part {shard_index}/{num_shards}", dynamic_ncols=True,
+    )
+    outcomes = _decode_all([job for k in todo for job in blocks[k]], data_config, workers)
+    with bar, logging_redirect_tqdm(), contextlib.closing(outcomes):
+        for k in todo:
+            block = [_log_and_count(next(outcomes), bar) for _ in blocks[k]]
+            _write_block(out_dir, names[k], block, settings)
+
+    sidecars = [_read_json(os.path.join(out_dir, name + ".json")) for name in names]
+    manifest = _manifest(
+        settings,
+        inputs={
+            "source": os.path.abspath(os.fspath(inputs)),
+            "videos": len(all_jobs),
+            "num_shards": num_shards,
+            "shard_indices": [shard_index],
+            "videos_per_shard": per_shard,
+        },
+        shards=[{"file": name, **_counts(s)} for name, s in zip(names, sidecars)],
+        kept=[e for s in sidecars for e in s["kept"]],
+        skipped=[e for s in sidecars for e in s["skipped"]],
+    )
+    _write_json_atomic(os.path.join(out_dir, manifest_name(num_shards, shard_index)), manifest)
+    return manifest
+
+
+def manifest_name(num_shards: int = 1, shard_index: int = 0) -> str:
+    """"manifest.json" for a whole collection, "manifest-part-{i:03d}.json" for one split part."""
+    return "manifest.json" if num_shards == 1 else f"manifest-part-{shard_index:03d}.json"
+
+
+def default_videos_per_shard(data_config: DataConfig) -> int:
+    """Videos per shard for shards of about `shard_megabytes` (10 s a video if no max_seconds)."""
+    seconds = data_config.max_seconds or 10.0
+    pixels = data_config.frame_short_side**2 * 16 / 9
+    per_second = 2 * data_config.sample_rate + data_config.fps * pixels * _JPEG_BYTES_PER_PIXEL
+    return max(1, int(data_config.shard_megabytes * 2**20 / (seconds * per_second)))
+
+
+def merge_manifests(paths_or_dirs: Sequence, out) -> dict:
+    """Joins the manifests of split parts into one (e.g. `out_dir/manifest.json`).
+
+    Args:
+        paths_or_dirs: manifest files, or folders holding manifest-part-*.json (else manifest.json).
+        out: merged manifest path; shard file names are rewritten relative to its folder.
+
+    Returns:
+        the merged manifest dict (also written to `out`).
+
+    Raises:
+        L3Error: no manifests, different settings or splits, or parts that overlap.
+    """
+    paths = [p for item in paths_or_dirs for p in _manifest_paths(os.fspath(item))]
+    parts = [(p, _read_json(p)) for p in paths]
+    first_path, first = parts[0]
+    out_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
+    shards, kept, skipped, indices = [], [], [], []
+    owner = {}  # video_id -> manifest path
+    for path, part in parts:
+        for key in ("data_config", "label_from"):
+            if part[key] != first[key]:
+                raise L3Error(f"{path} has another {key} than {first_path}; prepare parts alike.")
+        if part["inputs"]["num_shards"] != first["inputs"]["num_shards"]:
+            raise L3Error(f"{path} was split into another number of parts than {first_path}.")
+        for entry in part["kept"] + part["skipped"]:
+            video_id = entry["video_id"]
+            if video_id in owner:
+                raise L3Error(f"{video_id} is in both {owner[video_id]} and {path}.")
+            owner[video_id] = path
+        # Shard names are relative to their manifest; make them relative to the merged one.
+        rel = os.path.relpath(os.path.dirname(os.path.abspath(path)), out_dir)
+        shards += [_rebase(s, "file", rel) for s in part["shards"]]
+        kept += [_rebase(e, "shard", rel) for e in part["kept"]]
+        skipped += part["skipped"]
+        indices += part["inputs"]["shard_indices"]
+    if len(set(indices)) != len(indices):
+        raise L3Error(f"Split parts {sorted(indices)} repeat an index; merge each part once.")
+    missing = sorted(set(range(first["inputs"]["num_shards"])) - set(indices))
+    if missing:
+        logger.warning("merge-manifests: parts %s are missing; the merged manifest is partial.",
+                       missing)
+    inputs = {**first["inputs"], "shard_indices": sorted(indices), "missing_parts": missing}
+    merged = _manifest(first, inputs=inputs, shards=shards, kept=kept, skipped=skipped)
+    _write_json_atomic(os.fspath(out), merged)
+    return merged
+
+
+def _rebase(entry: dict, key: str, rel: str) -> dict:
+    return {**entry, key: os.path.normpath(os.path.join(rel, entry[key]))}
+
+
+def _check_split(workers, num_shards, shard_index, videos_per_shard):
+    if workers < 1 or num_shards < 1 or (videos_per_shard is not None and videos_per_shard < 1):
+        raise L3Error("workers, num_shards and videos_per_shard must be at least 1.")
+    if not 0 <= shard_index < num_shards:
+        raise L3Error(f"shard_index {shard_index} must be in [0, num_shards={num_shards}).")
+
+
+def _jobs(inputs, label_from) -> List[_Job]:
+    """One job a video; ids are paths relative to the input folder (or the list file's folder)."""
+    src = os.fspath(inputs)
+    paths = video_lib.iter_video_paths(src)
+    base = src if os.path.isdir(src) else os.path.dirname(src)
+    jobs = []
+    for path in paths:
+        rel = os.path.relpath(path, base)
+        video_id = os.path.abspath(path) if rel.startswith("..") else rel.replace(os.sep, "/")
+        label = os.path.basename(os.path.dirname(os.path.abspath(path))) if label_from else ""
+        jobs.append(_Job(os.path.abspath(path), video_id, label))
+    return jobs
+
+
+def _decode_all(jobs: List[_Job], data_config, workers: int) -> Iterator:
+    """(job, DecodedVideo fields or skip reason) in job order, decoded by `workers` processes.
+
+    At most 4 * workers videos are in flight, which bounds memory whatever the collection size.
+    """
+    if workers == 1:
+        for job in jobs:
+            yield job, video_lib.decode_or_reason(job.path, data_config)
+        return
+    # spawn, not fork: forking a parent that has TensorFlow threads running can deadlock. Workers
+    # get a module-level function of `video` and plain arguments, so they never import TensorFlow.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending = collections.deque()
+        for job in jobs:
+            if len(pending) >= 4 * workers:
+                done_job, future = pending.popleft()
+                yield done_job, future.result()
+            pending.append((job, pool.submit(video_lib.decode_or_reason, job.path, data_config)))
+        for done_job, future in pending:
+            yield done_job, future.result()
+
+
+def _log_and_count(outcome, bar):
+    job, result = outcome
+    if isinstance(result, str):
+        logger.warning("skipped %s: %s", job.path, result)
+    bar.update(1)
+    return outcome
+
+
+def _write_block(out_dir, name, block, settings):
+    """Writes one shard atomically, then its sidecar (whose presence marks the shard finished)."""
+    kept, skipped, examples = [], [], []
+    for job, result in block:
+        if isinstance(result, str):
+            skipped.append({"video_id": job.video_id, "path": job.path, "reason": result})
+            continue
+        decoded = records.DecodedVideo(video_id=job.video_id, label=job.label, **result)
+        examples.append(records.encode_example(decoded))
+        kept.append({
+            "video_id": job.video_id,
+            "path": job.path,
+            "label": job.label,
+            "shard": name,
+            "duration": round(decoded.duration, 6),
+            "frames": len(decoded.frames),
+        })
+    records.write_shard(os.path.join(out_dir, name), examples)
+    videos = [job.video_id for job, _ in block]
+    sidecar = {**settings, "videos": videos, "kept": kept, "skipped": skipped}
+    _write_json_atomic(os.path.join(out_dir, name + ".json"), sidecar)
+
+
+def _finished(out_dir, name, block, settings) -> bool:
+    """True if a previous run wrote this shard for the same videos; raises if settings differ."""
+    path = os.path.join(out_dir, name)
+    if not (os.path.exists(path) and os.path.exists(path + ".json")):
+        return False
+    sidecar = _read_json(path + ".json")
+    for key, value in settings.items():
+        if sidecar.get(key) != value:
+            raise L3Error(
+                f"{path} was prepared with another {key} ({sidecar.get(key)}); "
+                "use a new --out folder or delete the old shards."
+            )
+    return sidecar["videos"] == [job.video_id for job in block]
+
+
+def _remove_temp_files(out_dir, shard_index):
+    """Deletes temp files a killed run of this part left behind (other parts may be running)."""
+    for tmp in glob.glob(os.path.join(glob.escape(out_dir), f"part-{shard_index:03d}-*.tmp*")):
+        os.remove(tmp)
+
+
+def _counts(sidecar) -> dict:
+    return {"kept": len(sidecar["kept"]), "skipped": len(sidecar["skipped"])}
+
+
+def _manifest(settings, inputs, shards, kept, skipped) -> dict:
+    kept = sorted(kept, key=lambda e: e["video_id"])
+    skipped = sorted(skipped, key=lambda e: e["video_id"])
+    return {
+        "format": MANIFEST_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "data_config": settings["data_config"],
+        "label_from": settings["label_from"],
+        "inputs": inputs,
+        "totals": {
+            "kept": len(kept),
+            "skipped": len(skipped),
+            "audio_seconds": round(sum(e["duration"] for e in kept), 3),
+            "frames": sum(e["frames"] for e in kept),
+        },
+        "shards": shards,
+        "kept": kept,
+        "skipped": skipped,
+    }
+
+
+def _versions() -> dict:
+    return {
+        "l3_keras": l3_keras.__version__,
+        "tensorflow": tf.__version__,
+        "av": av.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _manifest_paths(item: str) -> List[str]:
+    if os.path.isfile(item):
+        return [item]
+    parts = sorted(glob.glob(os.path.join(glob.escape(item), "manifest-part-*.json")))
+    whole = os.path.join(item, "manifest.json")
+    if parts:
+        return parts
+    if os.path.isfile(whole):
+        return [whole]
+    raise L3Error(f"No manifest-part-*.json or manifest.json in {item}; run `l3 prepare` first.")
+
+
+def _read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json_atomic(path, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
