@@ -5,6 +5,7 @@ parsed back, labels from folders, resuming after a stray temp file / a lost shar
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +18,10 @@ import tensorflow as tf
 from l3_keras import cli
 from l3_keras.config import DataConfig
 from l3_keras.data import records
-from l3_keras.data.prepare import merge_manifests, prepare
+from l3_keras.data.prepare import _decode_all, _jobs, merge_manifests, prepare
 from l3_keras.data.video import iter_video_paths
 from l3_keras.errors import L3Error
-from tests.clips import write_clip
+from tests.clips import decode_or_crash, write_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = DataConfig(sample_rate=16000, fps=2, frame_short_side=72, max_seconds=None)
@@ -182,6 +183,15 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(clips, tmp_path):
     resumed = prepare(clips, killed, SMALL, videos_per_shard=1, progress=False)
     full = prepare(clips, reference, SMALL, videos_per_shard=1, progress=False)
     assert strip_time(resumed) == strip_time(full)
+
+
+def test_a_crashing_decoder_costs_one_video(clips, tmp_path):
+    for name in ("a.mp4", "crash.mp4", "z.mp4"):
+        shutil.copy(clips / "cat/a.mp4", tmp_path / name)
+    outcomes = _decode_all(_jobs(tmp_path, None), SMALL, 2, decode=decode_or_crash)
+    results = {job.video_id: result for job, result in outcomes}
+    assert results["crash.mp4"] == "decoder crashed"
+    assert len(results["a.mp4"]["audio"]) == len(results["z.mp4"]["audio"]) > 2 * 8000 - 1
 
 
 def kept_set(manifest):

@@ -12,7 +12,11 @@ its blocks, so a rerun after a kill skips the finished shards, redoes the rest a
 same manifest (apart from "created").
 
 Decoding runs in `workers` spawned processes that only import `video` (never TensorFlow: 700 MB and
-seconds each); the parent builds the tf.train.Example and writes the shards.
+8 s each); the parent builds the tf.train.Example (about 1 ms against ~0.3-0.8 s to decode a 10 s
+clip) and writes the shards. Spawned processes re-import the calling script, so a script that calls
+`prepare(workers > 1)` should import TensorFlow (and l3_keras modules that do) under
+`if __name__ == "__main__":`; the `l3 prepare` command does. A worker that crashes (an FFmpeg
+segfault) costs its video only: it is skipped as "decoder crashed".
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import functools
 import glob
 import json
 import logging
@@ -215,27 +220,75 @@ def _jobs(inputs, label_from) -> List[_Job]:
     return jobs
 
 
-def _decode_all(jobs: List[_Job], data_config, workers: int) -> Iterator:
+def _decode_all(jobs: List[_Job], data_config, workers: int, decode=None) -> Iterator:
     """(job, DecodedVideo fields or skip reason) in job order, decoded by `workers` processes.
 
     At most 4 * workers videos are in flight, which bounds memory whatever the collection size.
+    `decode(path, data_config)` defaults to `video.decode_or_reason` (tests swap in a crasher).
     """
+    decode = decode or video_lib.decode_or_reason
     if workers == 1:
         for job in jobs:
-            yield job, video_lib.decode_or_reason(job.path, data_config)
+            yield job, decode(job.path, data_config)
         return
-    # spawn, not fork: forking a parent that has TensorFlow threads running can deadlock. Workers
-    # get a module-level function of `video` and plain arguments, so they never import TensorFlow.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = _CrashTolerantPool(workers, functools.partial(decode, data_config=data_config))
+    with pool:
         pending = collections.deque()
         for job in jobs:
             if len(pending) >= 4 * workers:
-                done_job, future = pending.popleft()
-                yield done_job, future.result()
-            pending.append((job, pool.submit(video_lib.decode_or_reason, job.path, data_config)))
-        for done_job, future in pending:
-            yield done_job, future.result()
+                yield pool.result(*pending.popleft())
+            pending.append(pool.submit(job))
+        while pending:
+            yield pool.result(*pending.popleft())
+
+
+class _CrashTolerantPool:
+    """Spawned worker processes where a crashing video (an FFmpeg segfault) costs that video only.
+
+    spawn, not fork: forking a parent with TensorFlow threads running can deadlock. Workers get a
+    module-level function of `video` and plain arguments, so they never import TensorFlow.
+    """
+
+    def __init__(self, workers: int, decode):
+        self._workers = workers
+        self._decode = decode
+        self._context = multiprocessing.get_context("spawn")
+        self._pool = self._start(workers)
+        self._generation = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._pool.shutdown(cancel_futures=True)
+
+    def _start(self, workers):
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=self._context)
+        try:
+            pool.submit(int).result()
+        except concurrent.futures.process.BrokenProcessPool as e:
+            raise L3Error(
+                "Decoding worker processes cannot start (a `python -` script from stdin cannot "
+                "spawn them); run from a file or the `l3` command, or use workers=1."
+            ) from e
+        return pool
+
+    def submit(self, job: _Job):
+        return job, self._generation, self._pool.submit(self._decode, job.path)
+
+    def result(self, job: _Job, generation: int, future):
+        try:
+            return job, future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            # A crash fails every in-flight video of the pool: retry each alone to find the culprit.
+            if generation == self._generation:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool, self._generation = self._start(self._workers), generation + 1
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=self._context) as alone:
+                try:
+                    return job, alone.submit(self._decode, job.path).result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    return job, "decoder crashed"
 
 
 def _log_and_count(outcome, bar):
