@@ -75,6 +75,9 @@ def main():
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "l3_bench"))
     parser.add_argument("--samples-per-record", type=int, nargs="+", default=[1, 2, 4, 8])
     args = parser.parse_args()
+    # One runtime thread too, so that idle pool threads do not spin on the other cores.
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
 
     clip_dir = os.path.join(args.cache, "clips_288x512_48k")
     _, wall, _ = _timed(lambda: synthetic.make_collection(
@@ -91,6 +94,8 @@ def main():
     files = pairs.shard_files(shard_dir)
     print(f"pairs: 224x224 crop + flip + brightness/saturation + gain, 48000 audio samples, "
           f"1 tf.data thread, batch 32, {len(files)} shards")
+    print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; on a busy machine "
+          "the per CPU s figure is the fairer one)")
     for s in args.samples_per_record:
         wall_rate, cpu_rate = bench_pairs(files, s, args.pairs, args.runs)
         print(f"  samples_per_record={s}: {wall_rate:7.0f} pairs/s (wall, 1 thread)  "
