@@ -115,6 +115,49 @@ def _merge_manifests(sub):
     p.set_defaults(handler=handler)
 
 
+@_command
+def _export(sub):
+    p = sub.add_parser("export", help="trained model -> .keras files + TF Serving SavedModel")
+    p.add_argument("source", help="run folder (config.json + model.keras), export folder or .keras")
+    p.add_argument("--name", required=True, help="export name: writes ROOT/NAME")
+    p.add_argument("--version", type=int, help="TF Serving version (default: next free)")
+    p.add_argument("--preset", help="model preset, for a .keras file without config.json")
+    p.add_argument("--root", default="saved_models", help="folder of exports (saved_models)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+
+    def handler(args):
+        from l3_keras.export import export
+
+        path = export(args.source, args.name, args.version, args.preset, args.root, args.overwrite)
+        print(path)
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+@_command
+def _embed(sub):
+    p = sub.add_parser("embed", help="audio / image / video files -> one .npz of embeddings each")
+    p.add_argument("kind", choices=["audio", "image", "video"], help="what the inputs are")
+    p.add_argument("inputs", nargs="+", help="files, or folders searched recursively")
+    p.add_argument("-o", "--out", required=True, help="output folder for the .npz files")
+    p.add_argument("--model", required=True, help="export folder (saved_models/NAME)")
+    p.add_argument("--hop-size", type=float, default=0.1, help="seconds between windows (0.1)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (32)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def handler(args):
+        from l3_keras.embed_files import embed_files
+
+        done = embed_files(
+            args.kind, args.inputs, args.out, args.model, args.hop_size, args.batch_size,
+            progress=not args.no_progress,
+        )
+        return 0 if done else 1
+
+    p.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l3", description="L3-Net (Look, Listen and Learn) tools")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,0 +1,310 @@
+"""Embeddings from audio, images and videos (the OpenL3-style API).
+
+Time axis: every timestamp is in seconds from the first audio sample (t = 0), the axis that
+`l3_keras.data.video` decodes to, and says which instant the embedding describes:
+
+- audio: the CENTRE of the 1 s window. With center=True (default) the signal is padded with
+  half a window of zeros at both ends, so window k spans [k * hop - 0.5, k * hop + 0.5] and its
+  timestamp is k * hop: 0, 0.1, 0.2, ... for hop 0.1 (the same numbers OpenL3 reports, which it
+  calls window starts in the padded signal). With center=False window k spans
+  [k * hop, k * hop + 1] and its timestamp is k * hop + 0.5.
+- images / video frames: the time the frame is shown.
+So an audio embedding and an image embedding with the same timestamp describe the same moment.
+
+Audio shorter than one window gives exactly one window, zero-padded at the end (center=False)
+or on both sides (center=True). Empty audio raises L3Error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import warnings
+from typing import Optional
+
+import keras
+import numpy as np
+import soxr
+
+from l3_keras import models
+from l3_keras.config import PRESETS, ModelConfig, get_preset
+from l3_keras.errors import L3Error
+
+
+@dataclasses.dataclass
+class EmbeddingModels:
+    """The two towers of one L3 model and its config.
+
+    Attributes:
+        config: ModelConfig (sample rate, window, image size).
+        audio: waveform float32 [b, S] -> [b, D] (or [[b, D], [b, 4*3*D]] with transfer features).
+        image: image float32 [b, H, W, 3] in [0, 1] -> [b, D] (same with transfer features).
+        transfer_features: whether the models also return the conv4 features.
+    """
+
+    config: ModelConfig
+    audio: keras.Model
+    image: keras.Model
+    transfer_features: bool = False
+
+    @classmethod
+    def from_l3(cls, l3, config: ModelConfig, transfer_features=False) -> "EmbeddingModels":
+        """Cuts the towers out of an AVC model (built, trained or loaded)."""
+        return cls(
+            config,
+            models.audio_embedding_model(l3, config, transfer_features),
+            models.image_embedding_model(l3, config, transfer_features),
+            transfer_features,
+        )
+
+
+def load_embedding_models(path, transfer_features=False) -> EmbeddingModels:
+    """Loads an export folder written by `l3 export` (saved_models/NAME).
+
+    Args:
+        path: export folder with config.json, audio_embedding.keras and image_embedding.keras.
+        transfer_features: also return the conv4 features (cut from l3.keras instead).
+
+    Raises:
+        L3Error: if the folder is not an export.
+    """
+    from l3_keras.export import EXPORT_MODEL, read_config
+
+    path = pathlib.Path(path)
+    files = [EXPORT_MODEL] if transfer_features else ["audio_embedding.keras", "image_embedding.keras"]
+    missing = [f for f in ["config.json", *files] if not (path / f).exists()]
+    if missing:
+        raise L3Error(f"{path} is not an export folder (missing {', '.join(missing)}); run `l3 export`.")
+    cfg = read_config(path)
+    if transfer_features:
+        return EmbeddingModels.from_l3(keras.models.load_model(path / EXPORT_MODEL), cfg, True)
+    audio, image = (keras.models.load_model(path / f) for f in files)
+    return EmbeddingModels(cfg, audio, image)
+
+
+def resolve_models(model, transfer_features=False) -> EmbeddingModels:
+    """`model` as EmbeddingModels.
+
+    Args:
+        model: EmbeddingModels; an export folder path; or a preset name / ModelConfig, which
+            builds a model with RANDOM weights (warns; for tests and benchmarks).
+        transfer_features: wanted conv4 features (must match a given EmbeddingModels).
+    """
+    if isinstance(model, EmbeddingModels):
+        if model.transfer_features != transfer_features:
+            raise L3Error(
+                f"These EmbeddingModels have transfer_features={model.transfer_features}; load "
+                f"them with transfer_features={transfer_features}."
+            )
+        return model
+    if isinstance(model, ModelConfig) or (isinstance(model, str) and model in PRESETS):
+        cfg = model if isinstance(model, ModelConfig) else get_preset(model)
+        warnings.warn(f"Model {cfg.name!r} has random weights; pass an export folder for real embeddings.")
+        return EmbeddingModels.from_l3(models.build_l3(cfg), cfg, transfer_features)
+    if isinstance(model, (str, os.PathLike)):
+        return load_embedding_models(model, transfer_features)
+    raise L3Error(f"model must be an export folder, a preset name or EmbeddingModels; got {type(model)}.")
+
+
+def _as_float(x) -> np.ndarray:
+    """Integer PCM / pixels -> float32 in [-1, 1] / [0, 1]; floats pass through."""
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.signedinteger):
+        return x.astype(np.float32) / (np.iinfo(x.dtype).max + 1)
+    if np.issubdtype(x.dtype, np.unsignedinteger):
+        return x.astype(np.float32) / np.iinfo(x.dtype).max
+    return x.astype(np.float32)
+
+
+def prepare_audio(audio, sr: int, cfg: ModelConfig) -> np.ndarray:
+    """Any clip -> mono float32 [n] at cfg.sample_rate.
+
+    Args:
+        audio: [samples] or [samples, channels] (soundfile's layout), float or integer PCM.
+        sr: its sample rate in Hz.
+
+    Raises:
+        L3Error: empty audio, more than 2 axes, or a non-positive rate.
+    """
+    audio = _as_float(audio)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)  # down-mix, as openl3 / librosa.to_mono
+    if audio.ndim != 1:
+        raise L3Error(f"audio must be [samples] or [samples, channels]; got shape {audio.shape}.")
+    if audio.size == 0:
+        raise L3Error("audio is empty (0 samples); an embedding needs at least one sample.")
+    if sr <= 0:
+        raise L3Error(f"sample rate must be positive; got {sr}.")
+    if sr != cfg.sample_rate:
+        audio = soxr.resample(audio, sr, cfg.sample_rate, quality="HQ").astype(np.float32)
+    return audio
+
+
+def frame_audio(audio, cfg: ModelConfig, hop_size: float, center: bool):
+    """Mono audio at the model's rate -> 1 s windows (a strided view) and their centre times.
+
+    Returns:
+        (windows float32 [T, S] view, timestamps float64 [T] in seconds).
+    """
+    win = cfg.audio_samples
+    hop = int(round(hop_size * cfg.sample_rate))
+    if hop < 1:
+        raise L3Error(f"hop_size {hop_size} s is below one sample at {cfg.sample_rate} Hz.")
+    left = win // 2 if center else 0
+    total = max(len(audio) + (win if center else 0), win)
+    padded = np.zeros(total, np.float32)
+    padded[left : left + len(audio)] = audio
+    windows = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop]
+    timestamps = (np.arange(len(windows)) * hop + win / 2 - left) / cfg.sample_rate
+    return windows, timestamps
+
+
+def _run_batched(model, arrays, batch_size: int, transfer_features: bool) -> list:
+    """Runs `model` over the rows of `arrays` (a list of [n_i, ...]) in batches across arrays.
+
+    Eager calls, not `predict`: no tf.function retracing for each new batch size, and the
+    convolutions dominate the time anyway.
+
+    Returns:
+        a list of float32 [n_i, D] (or [n_i, 4*3*D] with transfer features), one per array.
+    """
+    counts = [len(a) for a in arrays]
+    flat = [row for a in arrays for row in a]  # rows of strided views: copied batch by batch
+    out = []
+    for start in range(0, len(flat), batch_size):
+        y = model(np.stack(flat[start : start + batch_size]), training=False)
+        y = y[1] if transfer_features else y
+        out.append(np.asarray(y, np.float32))
+    return np.split(np.concatenate(out), np.cumsum(counts)[:-1])
+
+
+def get_audio_embedding(audio, sr, model="paper", hop_size=0.1, center=True, batch_size=32,
+                        transfer_features=False):
+    """Embeds 1 s windows every `hop_size` seconds (see the module docstring for timestamps).
+
+    Args:
+        audio: [samples] or [samples, channels] at `sr`, or a list of such clips (batched together).
+        sr: sample rate in Hz, or a list of rates for a list of clips. Resampled with soxr to the
+            model's rate (48 kHz for the paper model) and down-mixed to mono.
+        model: an export folder, EmbeddingModels, or a preset name (random weights, warns).
+        hop_size: seconds between window starts (paper Sec. 4.2 uses 1 s windows).
+        center: pad half a window at both ends so the first window is centred on t = 0.
+        batch_size: windows per forward pass.
+        transfer_features: return the conv4 features max-pooled to 4x3 (6144-D for the paper
+            model, paper Sec. 4.2) instead of the D-dim embedding.
+
+    Returns:
+        (embedding float32 [T, D], timestamps float64 [T] in seconds), or two lists for a list input.
+
+    Raises:
+        L3Error: empty audio, bad shapes or rates.
+    """
+    models_ = resolve_models(model, transfer_features)
+    cfg = models_.config
+    clips = audio if isinstance(audio, list) else [audio]
+    rates = sr if isinstance(sr, (list, tuple)) else [sr] * len(clips)
+    if len(rates) != len(clips):
+        raise L3Error(f"Got {len(clips)} clips but {len(rates)} sample rates.")
+    framed = [frame_audio(prepare_audio(a, r, cfg), cfg, hop_size, center) for a, r in zip(clips, rates)]
+    embeddings = _run_batched(models_.audio, [w for w, _ in framed], batch_size, transfer_features)
+    timestamps = [t for _, t in framed]
+    if isinstance(audio, list):
+        return embeddings, timestamps
+    return embeddings[0], timestamps[0]
+
+
+def to_rgb(image) -> np.ndarray:
+    """One image [h, w], [h, w, 1], [h, w, 3] or [h, w, 4] -> [h, w, 3], dtype kept.
+
+    Grayscale is repeated to three channels; RGBA drops alpha (composited on nothing, like
+    PIL's convert("RGB")).
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) == 0:
+        raise L3Error(f"an image must be [h, w] or [h, w, 1|3|4] with h, w > 0; got {image.shape}.")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image[:, :, :3]
+
+
+def prepare_images(images, cfg: ModelConfig) -> np.ndarray:
+    """Images of any size -> float32 [N, H, W, 3] in [0, 1] (`preprocess.fit_images`).
+
+    Args:
+        images: one image ([h, w] or [h, w, c]), a batch [n, h, w, c], or a list of images.
+            uint8 is 0..255, other integers are scaled by their maximum, floats are in [0, 1].
+    """
+    from l3_keras.preprocess import fit_images
+
+    if not isinstance(images, list):
+        images = np.asarray(images)
+        images = list(images) if images.ndim == 4 else [images]
+    fitted = []
+    for image in images:
+        image = to_rgb(image)
+        x = image if image.dtype == np.uint8 else _as_float(image)
+        fitted.append(fit_images(x[None], cfg.image_size).numpy()[0])
+    return np.stack(fitted)
+
+
+def get_image_embedding(images, model="paper", batch_size=32, transfer_features=False):
+    """Embeds images (paper Sec. 3.1: the vision tower's 224x224 input).
+
+    Args:
+        images: see `prepare_images`; any size (resized to cover the model's size, centre-cropped),
+            grayscale or RGBA converted to RGB.
+        model: an export folder, EmbeddingModels, or a preset name (random weights, warns).
+        batch_size: images per forward pass.
+        transfer_features: return the conv4 features instead (see get_audio_embedding).
+
+    Returns:
+        float32 [N, D]: one row per image (N = 1 for a single image).
+    """
+    models_ = resolve_models(model, transfer_features)
+    x = prepare_images(images, models_.config)
+    return _run_batched(models_.image, [x], batch_size, transfer_features)[0]
+
+
+def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_size=32,
+                       frame_hop_size: Optional[float] = None):
+    """Audio and frame embeddings of one video on one time axis.
+
+    Decoding is `l3_keras.data.video.decode_streams` (PyAV): default audio and video streams,
+    t = 0 at the first audio sample, audio resampled to the model's rate.
+
+    Args:
+        path: video file.
+        model: an export folder, EmbeddingModels, or a preset name.
+        hop_size: seconds between audio windows.
+        center: see get_audio_embedding.
+        batch_size: windows / frames per forward pass.
+        frame_hop_size: seconds between frames; default `hop_size`.
+
+    Returns:
+        dict with audio_embedding [T, D], audio_timestamps [T] (window centres), image_embedding
+        [F, D], image_timestamps [F] (times the frames are shown), all times in seconds.
+
+    Raises:
+        L3Error (VideoError): the video cannot be decoded; `.reason` says why.
+    """
+    from l3_keras.config import DataConfig
+    from l3_keras.data.video import decode_streams
+    from l3_keras.preprocess import decode_images
+
+    models_ = resolve_models(model)
+    cfg = models_.config
+    fps = 1.0 / (frame_hop_size or hop_size)
+    decoded = decode_streams(path, DataConfig.for_model(cfg, fps=fps, max_seconds=None))
+    audio_embedding, audio_timestamps = get_audio_embedding(
+        decoded["audio"], decoded["sample_rate"], models_, hop_size, center, batch_size
+    )
+    frames = decode_images(np.array(decoded["frames"], dtype=object), cfg.image_size).numpy()
+    image_embedding = _run_batched(models_.image, [frames], batch_size, False)[0]
+    return {
+        "audio_embedding": audio_embedding,
+        "audio_timestamps": audio_timestamps,
+        "image_embedding": image_embedding,
+        "image_timestamps": np.asarray(decoded["frame_times"], np.float64),
+    }

@@ -1,0 +1,208 @@
+"""`l3 export`: a trained AVC model -> `.keras` files plus a TF Serving SavedModel.
+
+Layout of `saved_models/NAME/` (see saved_models/README.md for serving it):
+
+    config.json               the ModelConfig (sample rate, window, image size, embedding size)
+    export.json               source, version, git commit, signature table
+    l3.keras                  AVC model: {"image": [b, H, W, 3] in [0, 1], "audio": [b, S]} -> [b, 2]
+    audio_embedding.keras     waveform float32 [b, S] at config.sample_rate -> [b, D]
+    image_embedding.keras     image float32 [b, H, W, 3] in [0, 1] -> [b, D]
+    models.config             TF Serving model config file (text proto), base_path /models/NAME/serving
+    serving/N/                SavedModel, version N (signatures: `serving.py`)
+    serving/N/assets.extra/tf_serving_warmup_requests   one PredictionLog per signature
+
+Sources: a training run folder (its `config.json` holds {"model": ModelConfig dict, ...} and the
+final model is `model.keras`; the layout `l3_keras.train` is expected to write), an export
+folder (`config.json` is the ModelConfig itself, the model is `l3.keras`), or a `.keras` file
+with a preset name (or a `config.json` of either kind beside it).
+
+Atomicity: everything is written into a hidden temporary folder beside the target, which is
+then renamed into place; a crash leaves only `.NAME.tmp-*`, never a half-written NAME/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from l3_keras import models, serving
+from l3_keras.config import ModelConfig, get_preset
+from l3_keras.errors import L3Error
+
+RUN_MODEL = "model.keras"
+EXPORT_MODEL = "l3.keras"
+CONFIG = "config.json"
+WARMUP = "assets.extra/tf_serving_warmup_requests"
+
+
+def load_source(source, preset=None):
+    """Loads the AVC model and its config from a run folder, an export folder or a .keras file.
+
+    Args:
+        source: run folder, export folder or `.keras` file (see the module docstring).
+        preset: preset name for a `.keras` file without a config.json beside it; overrides one.
+
+    Returns:
+        (l3 keras.Model, ModelConfig).
+
+    Raises:
+        L3Error: missing files, or a model whose inputs do not fit the config.
+    """
+    path = pathlib.Path(source)
+    if path.is_dir():
+        model_file = next((path / n for n in (RUN_MODEL, EXPORT_MODEL) if (path / n).exists()), None)
+        if model_file is None:
+            raise L3Error(f"{path} holds neither {RUN_MODEL} (a run) nor {EXPORT_MODEL} (an export).")
+    elif path.suffix == ".keras" and path.exists():
+        model_file = path
+    else:
+        raise L3Error(f"{path} is not a run folder, an export folder or an existing .keras file.")
+    cfg = get_preset(preset) if preset else read_config(model_file.parent)
+    l3 = keras.models.load_model(model_file)
+    shapes = {k: tuple(l3.get_layer(k).output.shape[1:]) for k in (models.IMAGE, models.AUDIO)}
+    want = {models.IMAGE: (*cfg.image_size, 3), models.AUDIO: (cfg.audio_samples,)}
+    if shapes != want:
+        raise L3Error(
+            f"{model_file} takes inputs {shapes} but config {cfg.name!r} says {want}; "
+            "pass the preset it was trained with (--preset)."
+        )
+    return l3, cfg
+
+
+def read_config(folder) -> ModelConfig:
+    """The ModelConfig in `folder/config.json`: a run's {"model": {...}} or an export's own."""
+    path = pathlib.Path(folder) / CONFIG
+    if not path.exists():
+        raise L3Error(f"No {CONFIG} in {folder}; pass --preset with the model's preset name.")
+    data = json.loads(path.read_text())
+    return ModelConfig.from_dict(data.get("model", data))
+
+
+def export(source, name, version=None, preset=None, root="saved_models", overwrite=False):
+    """Exports an AVC model to `root/name` (layout in the module docstring).
+
+    Args:
+        source: run folder, export folder or `.keras` file.
+        name: export (and TF Serving model) name.
+        version: TF Serving version number; default: one more than the highest existing one.
+            Other versions already in `root/name/serving` are kept.
+        preset: preset name for a `.keras` source without config.json.
+        root: folder that holds the exports.
+        overwrite: replace an existing `serving/version`.
+
+    Returns:
+        pathlib.Path of the export folder.
+
+    Raises:
+        L3Error: bad source, bad name, or an existing version without overwrite.
+    """
+    if not name or os.sep in name or name.startswith("."):
+        raise L3Error(f"Export name {name!r} must be a plain folder name, e.g. 'l3_paper'.")
+    target = pathlib.Path(root) / name
+    old_versions = _versions(target)
+    version = int(version) if version is not None else max(old_versions, default=0) + 1
+    if version < 1:
+        raise L3Error(f"--version must be a positive integer; got {version}.")
+    if version in old_versions and not overwrite:
+        raise L3Error(f"{target}/serving/{version} exists; choose another --version or --overwrite.")
+    l3, cfg = load_source(source, preset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a serving container may run as another user
+    try:
+        sigs = _write(tmp, l3, cfg, name, version, source)
+        for v in old_versions - {version}:
+            shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
+        (tmp / "export.json").write_text(json.dumps(_info(source, version, sigs), indent=2))
+        _swap(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _write(folder, l3, cfg, name, version, source) -> dict:
+    (folder / CONFIG).write_text(cfg.to_json())
+    l3.save(folder / EXPORT_MODEL)
+    models.audio_embedding_model(l3, cfg).save(folder / "audio_embedding.keras")
+    models.image_embedding_model(l3, cfg).save(folder / "image_embedding.keras")
+    version_dir = folder / "serving" / str(version)
+    sigs = serving.save(l3, cfg, version_dir)
+    write_warmup(version_dir / WARMUP, name, serving.warmup_inputs(cfg))
+    (folder / "models.config").write_text(models_config(name))
+    return sigs
+
+
+def write_warmup(path, model_name, inputs_by_signature):
+    """Writes TF Serving's warm-up file: one PredictionLog (PredictRequest) per signature.
+
+    Args:
+        path: `serving/N/assets.extra/tf_serving_warmup_requests`.
+        model_name: the served model name.
+        inputs_by_signature: {signature: {input name: numpy array}}.
+    """
+    # Imported here: tensorflow-serving-api is only needed by exports, not by training.
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, inputs in inputs_by_signature.items():
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = signature
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def models_config(name: str) -> str:
+    """TF Serving --model_config_file text, for `-v $PWD/saved_models:/models`."""
+    return (
+        "model_config_list {\n"
+        "  config {\n"
+        f'    name: "{name}"\n'
+        f'    base_path: "/models/{name}/serving"\n'
+        '    model_platform: "tensorflow"\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def _versions(target) -> set:
+    serving_dir = pathlib.Path(target) / "serving"
+    if not serving_dir.is_dir():
+        return set()
+    return {int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()}
+
+
+def _swap(tmp, target):
+    """Renames `tmp` to `target`; an old `target` is renamed aside first and deleted after."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _info(source, version, sigs) -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=pathlib.Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    table = [
+        {"name": n, "inputs": i, "outputs": o} for n, i, o in serving.signature_table(sigs)
+    ]
+    return {"source": str(source), "version": version, "git_commit": commit, "signatures": table}

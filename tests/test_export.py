@@ -1,0 +1,281 @@
+"""`l3 export`: .keras files, the TF Serving SavedModel, its signatures, warm-up file and errors.
+
+The SavedModel is compared with the Keras model it came from (allclose 1e-5) on the same
+preprocessed inputs: the signatures' preprocessing is `l3_keras.preprocess`, run eagerly here.
+"""
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.signal
+import tensorflow as tf
+
+from l3_keras import export, models, preprocess, serving
+from l3_keras.cli import main
+from l3_keras.config import get_preset
+from l3_keras.errors import L3Error
+from tests.helpers import as_list, predict_in_fresh_process, random_inputs
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+SAVED_MODEL_CLI = str(pathlib.Path(sys.executable).with_name("saved_model_cli"))
+
+
+def make_run_dir(path, cfg):
+    """A training run folder as l3_keras.train writes it: config.json {"model": ...} + model.keras."""
+    path.mkdir(parents=True, exist_ok=True)
+    l3 = models.build_l3(cfg)
+    l3.save(path / "model.keras")
+    (path / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "train": {}}))
+    return l3
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """(l3 source model, config, export folder) for the tiny preset, exported through the CLI."""
+    root = tmp_path_factory.mktemp("exports")
+    cfg = get_preset("tiny")
+    l3 = make_run_dir(root / "run", cfg)
+    rc = main(["export", str(root / "run"), "--name", "tiny", "--root", str(root / "saved_models")])
+    assert rc == 0
+    return l3, cfg, root / "saved_models" / "tiny"
+
+
+def keras_reference(l3, cfg, signature, inputs):
+    """What the Keras model gives for a signature's inputs: {output name: array}."""
+    size, rate, samples = cfg.image_size, cfg.sample_rate, cfg.audio_samples
+    if "image" in inputs:
+        image = preprocess.fit_images(inputs["image"], size)
+    if "image_bytes" in inputs:
+        image = preprocess.decode_images(inputs["image_bytes"], size)
+    audio = tf.constant(inputs["audio"]) if "audio" in inputs else None
+    if "audio_bytes" in inputs:
+        audio = preprocess.decode_wav_windows(inputs["audio_bytes"], rate, samples)
+    if signature.startswith("audio"):
+        return {"embedding": models.audio_embedding_model(l3, cfg)(audio)}
+    if signature.startswith("image"):
+        return {"embedding": models.image_embedding_model(l3, cfg)(image)}
+    return {"probability": l3({"image": image, "audio": audio})[:, 1]}
+
+
+def real_inputs(cfg, fixtures):
+    """Every signature's inputs from daisy.jpg and chirp_44k.wav (a 44.1 kHz WAV: resampled)."""
+    jpeg = (fixtures / "daisy.jpg").read_bytes()
+    wav = (fixtures / "chirp_44k.wav").read_bytes()
+    image = tf.io.decode_jpeg(jpeg).numpy()[None]
+    audio = preprocess.decode_wav_windows(np.array([wav], object), cfg.sample_rate, cfg.audio_samples)
+    audio = audio.numpy()
+    jpeg, wav = np.array([jpeg], object), np.array([wav], object)
+    return {
+        "audio_embedding": {"audio": audio},
+        "audio_embedding_bytes": {"audio_bytes": wav},
+        "image_embedding": {"image": image},
+        "image_embedding_bytes": {"image_bytes": jpeg},
+        "avc": {"image": image, "audio": audio},
+        "serving_default": {"image": image, "audio": audio},
+        "avc_bytes": {"image_bytes": jpeg, "audio_bytes": wav},
+    }
+
+
+def cli_run(version_dir, signature, inputs, tmp_path):
+    """Runs `saved_model_cli run` on .npy files of `inputs`; returns {output name: array}."""
+    args = []
+    for key, value in inputs.items():
+        np.save(tmp_path / f"{key}.npy", value, allow_pickle=True)
+        args.append(f"{key}={tmp_path / key}.npy")
+    out = tmp_path / f"out_{signature}"
+    subprocess.run(
+        [SAVED_MODEL_CLI, "run", "--dir", str(version_dir), "--tag_set", "serve",
+         "--signature_def", signature, "--inputs", ";".join(args), "--outdir", str(out),
+         "--overwrite"],
+        check=True, capture_output=True,
+    )
+    return {p.stem: np.load(p) for p in out.glob("*.npy")}
+
+
+def test_export_layout(tiny_export):
+    _, cfg, folder = tiny_export
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "export.json", "l3.keras", "audio_embedding.keras",
+            "image_embedding.keras", "models.config", "serving"} <= names
+    assert export.read_config(folder) == cfg
+    assert (folder / "serving/1/saved_model.pb").exists()
+    assert (folder / "serving/1" / export.WARMUP).exists()
+    assert 'base_path: "/models/tiny/serving"' in (folder / "models.config").read_text()
+    info = json.loads((folder / "export.json").read_text())
+    assert info["version"] == 1 and len(info["signatures"]) == 7
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folders
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["l3.keras",
+     pytest.param("audio_embedding.keras", marks=pytest.mark.slow),
+     pytest.param("image_embedding.keras", marks=pytest.mark.slow)],
+)
+def test_keras_files_reload_in_fresh_process(tiny_export, name, tmp_path):
+    l3, cfg, folder = tiny_export
+    x = random_inputs(cfg, batch=2, seed=3)
+    model, inputs = {
+        "l3.keras": (l3, x),
+        "audio_embedding.keras": (models.audio_embedding_model(l3, cfg), x["audio"]),
+        "image_embedding.keras": (models.image_embedding_model(l3, cfg), x["image"]),
+    }[name]
+    got = predict_in_fresh_process(folder / name, inputs, tmp_path)
+    expected = as_list(model.predict(inputs, verbose=0))
+    np.testing.assert_allclose(got[0], expected[0], **TOL)
+
+
+def test_saved_model_cli_show_lists_signatures(tiny_export):
+    _, cfg, folder = tiny_export
+    text = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--all", "--dir", str(folder / "serving/1")],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    s, d = cfg.audio_samples, cfg.embedding_dim
+    expected = {
+        "audio_embedding": ([("audio", "DT_FLOAT", f"(-1, {s})")], ("embedding", f"(-1, {d})")),
+        "audio_embedding_bytes": ([("audio_bytes", "DT_STRING", "(-1)")], ("embedding", f"(-1, {d})")),
+        "image_embedding": ([("image", "DT_UINT8", "(-1, -1, -1, 3)")], ("embedding", f"(-1, {d})")),
+        "image_embedding_bytes": ([("image_bytes", "DT_STRING", "(-1)")], ("embedding", f"(-1, {d})")),
+        "avc": ([("audio", "DT_FLOAT", f"(-1, {s})"), ("image", "DT_UINT8", "(-1, -1, -1, 3)")],
+                ("probability", "(-1)")),
+        "avc_bytes": ([("audio_bytes", "DT_STRING", "(-1)"), ("image_bytes", "DT_STRING", "(-1)")],
+                      ("probability", "(-1)")),
+    }
+    expected["serving_default"] = expected["avc"]
+    for name, (inputs, (output, out_shape)) in expected.items():
+        block = text.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
+        for key, dtype, shape in inputs:
+            assert re.search(rf"inputs\['{key}'\].*?dtype: {dtype}\s+shape: {re.escape(shape)}\n",
+                             block, re.S), (name, key)
+        assert re.search(rf"outputs\['{output}'\].*?dtype: DT_FLOAT\s+shape: {re.escape(out_shape)}\n",
+                         block, re.S), name
+
+
+def _signature_inputs(cfg, name, real_media):
+    if real_media is not None:
+        return real_inputs(cfg, real_media / "fixtures/openl3")[name]
+    return serving.warmup_inputs(cfg, batch=2, seed=5)[name]
+
+
+@pytest.fixture
+def maybe_real_media(request):
+    """The real-media folder, or None (then synthetic inputs are used instead of skipping)."""
+    try:
+        return request.getfixturevalue("real_media")
+    except pytest.skip.Exception:
+        return None
+
+
+def test_saved_model_cli_run_bytes_signature_matches_keras(tiny_export, maybe_real_media, tmp_path):
+    l3, cfg, folder = tiny_export
+    inputs = _signature_inputs(cfg, "avc_bytes", maybe_real_media)
+    got = cli_run(folder / "serving/1", "avc_bytes", inputs, tmp_path)
+    expected = keras_reference(l3, cfg, "avc_bytes", inputs)
+    np.testing.assert_allclose(got["probability"], expected["probability"], **TOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["synthetic", "real"])
+@pytest.mark.parametrize("signature", sorted(serving.warmup_inputs(get_preset("tiny"))))
+def test_saved_model_cli_run_every_signature(tiny_export, signature, source, request, tmp_path):
+    l3, cfg, folder = tiny_export
+    real = request.getfixturevalue("real_media") if source == "real" else None
+    inputs = _signature_inputs(cfg, signature, real)
+    got = cli_run(folder / "serving/1", signature, inputs, tmp_path)
+    for key, value in keras_reference(l3, cfg, signature, inputs).items():
+        np.testing.assert_allclose(got[key], value, **TOL, err_msg=signature)
+
+
+def test_warmup_requests_round_trip_through_saved_model(tiny_export):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    l3, cfg, folder = tiny_export
+    loaded = tf.saved_model.load(str(folder / "serving/1"))
+    seen = set()
+    for record in tf.data.TFRecordDataset(str(folder / "serving/1" / export.WARMUP)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.name == "tiny"
+        name = request.model_spec.signature_name
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        got = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        for key, value in keras_reference(l3, cfg, name, inputs).items():
+            np.testing.assert_allclose(got[key], value, **TOL, err_msg=name)
+        seen.add(name)
+    assert seen == set(loaded.signatures)
+
+
+def test_wrong_inputs_name_the_expected_input(tiny_export):
+    _, cfg, folder = tiny_export
+    fn = tf.saved_model.load(str(folder / "serving/1")).signatures["audio_embedding"]
+    s = cfg.audio_samples
+    # Raw loaded signature: wrong rank / length -> the in-graph check names the input and shape.
+    for bad in (tf.zeros([2, 5]), tf.zeros([s]), tf.zeros([1, s, 1])):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"input audio must be float32 \[batch, {s}\]"):
+            fn(audio=bad)
+    # Python-side API: L3Error before the graph runs, for dtype too.
+    with pytest.raises(L3Error, match=rf"expects audio: float32 \[batch, {s}\]; got float64"):
+        serving.call_signature(fn, "audio_embedding", audio=np.zeros([1, s]))
+    with pytest.raises(L3Error, match=r"got float32 \[1, 5\]"):
+        serving.call_signature(fn, "audio_embedding", audio=np.zeros([1, 5], np.float32))
+    with pytest.raises(L3Error, match="takes audio: float32"):
+        serving.call_signature(fn, "audio_embedding", image=np.zeros([1, s], np.float32))
+    image_fn = tf.saved_model.load(str(folder / "serving/1")).signatures["image_embedding"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input image must be uint8 \[batch, \?, \?, 3\]"):
+        image_fn(image=tf.zeros([1, 8, 8, 4], tf.uint8))
+
+
+def test_export_is_atomic_and_versioned(tiny_export, tmp_path, monkeypatch):
+    l3, cfg, folder = tiny_export
+    with pytest.raises(L3Error, match="exists"):
+        export.export(folder.parent.parent / "run", "tiny", version=1, root=folder.parent)
+
+    def crash(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(serving, "save", crash)
+    with pytest.raises(RuntimeError):
+        export.export(folder, "again", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither a half export nor its temp folder
+
+
+def test_bad_sources_raise_l3error(tmp_path):
+    with pytest.raises(L3Error, match="not a run folder"):
+        export.load_source(tmp_path / "missing.keras")
+    with pytest.raises(L3Error, match="neither"):
+        export.load_source(tmp_path)
+    models.build_l3(get_preset("tiny")).save(tmp_path / "m.keras")
+    with pytest.raises(L3Error, match="--preset"):
+        export.load_source(tmp_path / "m.keras")
+    with pytest.raises(L3Error, match="--preset"):
+        export.load_source(tmp_path / "m.keras", preset="paper")  # shapes do not fit
+    with pytest.raises(L3Error, match="plain folder name"):
+        export.export(tmp_path / "m.keras", "../x", preset="tiny", root=tmp_path)
+
+
+def test_preprocess_fits_images_and_resamples():
+    image = np.random.default_rng(0).integers(0, 256, (30, 50, 3), np.uint8)
+    x = preprocess.fit_images(image[None], (16, 16)).numpy()
+    assert x.shape == (1, 16, 16, 3) and 0 <= x.min() and x.max() <= 1
+    same = preprocess.fit_images(image[None], (30, 50)).numpy()[0]
+    np.testing.assert_allclose(same, image / 255.0, atol=1e-6)  # already the right size: unchanged
+    t = np.arange(441) / 44100.0
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    got = preprocess.resample_fft(tone, 480).numpy()
+    np.testing.assert_allclose(got, scipy.signal.resample(tone, 480), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_paper_export_cli_run(tmp_path):
+    cfg = get_preset("paper")
+    l3 = make_run_dir(tmp_path / "run", cfg)
+    folder = export.export(tmp_path / "run", "paper", root=tmp_path / "saved_models")
+    inputs = serving.warmup_inputs(cfg, batch=1)["avc"]
+    got = cli_run(folder / "serving/1", "avc", inputs, tmp_path)
+    expected = keras_reference(l3, cfg, "avc", inputs)
+    np.testing.assert_allclose(got["probability"], expected["probability"], **TOL)
