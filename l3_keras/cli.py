@@ -158,6 +158,87 @@ def _embed(sub):
     p.set_defaults(handler=handler)
 
 
+def _load_model(args):
+    from l3_keras.export import load_source
+
+    return load_source(args.model, getattr(args, "preset", None))
+
+
+@_command
+def _evaluate(sub):
+    p = sub.add_parser("evaluate", help="AVC accuracy, or linear probes on labelled sounds/images")
+    kinds = p.add_subparsers(dest="evaluation", required=True)
+    avc = kinds.add_parser("avc", help="AVC accuracy on held-out shards (balanced, 95%% CI)")
+    avc.add_argument("model", help="run folder, export folder or .keras file")
+    avc.add_argument("shards", help="held-out shards: prepared folder, glob or file")
+    avc.add_argument("--num-pairs", type=int, default=1024, help="pairs scored (half positive)")
+    probe = kinds.add_parser("probe", help="cross-validated linear probe, beside random weights")
+    probe.add_argument("model", help="run folder, export folder or .keras file")
+    probe.add_argument("data", help="folder of labelled files (or the folder CSV names are in)")
+    probe.add_argument("--kind", choices=["audio", "image"], default="audio")
+    probe.add_argument("--label-from", choices=["folder", "pattern", "csv"], default="folder")
+    probe.add_argument("--pattern", help="regex with a (?P<label>...) group, or 'fsdd' / 'dcase'")
+    probe.add_argument("--csv", help="CSV with filename, label and (optional) fold columns")
+    probe.add_argument("--label-column", default="label", help="CSV label column (ESC-50: category)")
+    probe.add_argument("--feature", choices=["conv4", "embedding"], default="conv4")
+    probe.add_argument("--classifier", choices=["logreg", "svm"], default="logreg")
+    probe.add_argument("--C", type=float, default=0.1, help="inverse regularisation")
+    probe.add_argument("--folds", type=int, default=5, help="stratified folds when none given")
+    probe.add_argument("--per-class", type=int, help="use at most N files of each class")
+    probe.add_argument("--hop", type=float, default=0.5, help="seconds between 1 s windows")
+    probe.add_argument("--no-random", action="store_true", help="skip the random-weight baseline")
+    for q in (avc, probe):
+        q.add_argument("--out", required=True, help="report folder (JSON + PNGs)")
+        q.add_argument("--preset", help="preset of a bare .keras file")
+        q.add_argument("--seed", type=int, default=0)
+
+    def handler(args):
+        l3, cfg = _load_model(args)
+        if args.evaluation == "avc":
+            from l3_keras.evaluate.avc import evaluate_avc, write_avc_report
+
+            result = evaluate_avc(l3, args.shards, cfg, num_pairs=args.num_pairs, seed=args.seed)
+            write_avc_report(result, args.out)
+            print(json.dumps(result))
+            return 0
+        from l3_keras.evaluate import linear_probe as lp
+
+        pattern = {"fsdd": lp.FSDD_PATTERN, "dcase": lp.DCASE_PATTERN}.get(args.pattern,
+                                                                           args.pattern)
+        items = lp.list_labelled(args.data, args.label_from, pattern, args.csv,
+                                 label_column=args.label_column, kind=args.kind)
+        if args.per_class:
+            items = lp.subset(items, args.per_class, args.seed)
+        result = lp.probe(l3, cfg, items, args.kind, args.feature, args.classifier, args.C,
+                          args.folds, args.seed, args.hop, not args.no_random, args.out)
+        print(json.dumps({k: (v["mean"], v["std"]) for k, v in result.items()
+                          if k in ("trained", "random")}))
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+@_command
+def _localize(sub):
+    p = sub.add_parser("localize", help="heatmaps of where the sound comes from (Grad-CAM)")
+    p.add_argument("model", help="run folder, export folder or .keras file")
+    p.add_argument("video", help="video file")
+    p.add_argument("--time", type=float, nargs="+", help="seconds (default: every --every s)")
+    p.add_argument("--every", type=float, default=1.0, help="seconds between heatmaps")
+    p.add_argument("--out", required=True, help="folder for PNG overlays and heatmaps.npz")
+    p.add_argument("--preset", help="preset of a bare .keras file")
+
+    def handler(args):
+        from l3_keras.evaluate.localize import localize_video
+
+        l3, cfg = _load_model(args)
+        result = localize_video(l3, cfg, args.video, args.time, args.every, args.out)
+        print(json.dumps({"times": result["times"].tolist(), "files": result["files"]}))
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l3", description="L3-Net (Look, Listen and Learn) tools")
     sub = parser.add_subparsers(dest="command", required=True)
