@@ -1,7 +1,5 @@
 """Sound localisation: Grad-CAM maps, overlays, the CLI, and the hit rate after a short training."""
 import json
-import pathlib
-import shutil
 
 import keras
 import numpy as np
@@ -14,7 +12,6 @@ from l3_keras.evaluate import localize
 from tests.trained_tiny import trained_tiny
 
 TINY = get_preset("tiny")
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +60,6 @@ def test_heatmap_peak_finds_the_sounding_object_after_short_training(tmp_path):
     result = localize.quadrant_hit_rate(trained.model, trained.config, trained.val_clips,
                                         out_dir=tmp_path)
     print("localisation", result)
-    assert result["cases"] >= 40
+    assert result["cases"] >= 30
     assert (tmp_path / "localization.png").stat().st_size < 300_000
-    if (REPO / "docs").is_dir() and result["hit_rate"] >= 0.8:
-        shutil.copy(tmp_path / "localization.png", REPO / "docs" / "localization.png")
     assert result["hit_rate"] >= 0.8, result

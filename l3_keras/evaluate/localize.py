@@ -213,6 +213,7 @@ def quadrant_hit_rate(l3, cfg: ModelConfig, clip_paths: Sequence[str], out_dir=N
     if out_dir is not None:
         from l3_keras.evaluate import report
 
+        os.makedirs(out_dir, exist_ok=True)
         np.savez_compressed(os.path.join(out_dir, "heatmaps.npz"), heatmaps=heatmaps, peaks=peaks,
                             truth=truth, p_correspond=probs)
         plot_cases(frames[:figure_cases], heatmaps[:figure_cases], events[:figure_cases],
