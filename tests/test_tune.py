@@ -11,7 +11,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_two_short_trials_save_the_best(tmp_path):
     recipe = runpy.run_path(str(REPO / "recipes" / "tune.py"), run_name="tune")
-    train, val = recipe["synthetic_shards"](str(tmp_path / "data"), clips=6)
+    train, val = recipe["synthetic_shards"](str(tmp_path / "data"), clips=4)
     best = recipe["search"](train, val, str(tmp_path / "tuner"), max_trials=2, steps_per_trial=5,
                             batch=16, val_pairs=32)
     saved = json.loads((tmp_path / "tuner" / "best.json").read_text())
