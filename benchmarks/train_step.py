@@ -5,11 +5,19 @@ float32 and in mixed bfloat16, and the achieved GFLOP/s (conv, dense and DFT mul
 from the layer shapes, training = 3 x forward) next to a float32 / bfloat16 matmul roofline measured
 in the same run.
 
+Then the whole fit loop: pairs/s of the real training path (`train.recipe.run_recipe`, what
+recipes/train_flickr.py runs: pairs from prepared shards, model.fit, checkpoints, TensorBoard, CSV,
+progress callbacks) at the same batch, median over epochs after the first (which traces), against
+the bare float32 train step: the input pipeline and callbacks should cost (almost) nothing.
+
     python benchmarks/train_step.py [--preset paper] [--batch 16] [--repeats 5] [--steps 3]
+                                    [--fit-steps 4] [--fit-epochs 4] [--no-fit-loop]
 """
 import argparse
 import os
+import statistics
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,24 +70,59 @@ def train_step_rate(cfg, batch, policy, steps, repeats):
         keras.mixed_precision.set_global_policy("float32")
 
 
+def fit_loop_rate(cfg, batch, steps, epochs, cache_dir):
+    """(median, per-epoch) pairs/s of run_recipe's fit on a few synthetic clips prepared for `cfg`."""
+    from l3_keras.config import DataConfig
+    from l3_keras.data import synthetic
+    from l3_keras.data.prepare import prepare
+    from l3_keras.train.recipe import run_recipe
+
+    side = DataConfig.for_model(cfg).frame_short_side
+    folder = os.path.join(cache_dir, f"bench-{cfg.name}")
+    synthetic.make_collection(os.path.join(folder, "clips"), 6, seconds=4.0, kinds=4,
+                              size=(side + side % 2,) * 2, sample_rate=cfg.sample_rate)
+    shards = os.path.join(folder, "shards")
+    prepare(os.path.join(folder, "clips"), shards, DataConfig.for_model(cfg), videos_per_shard=2,
+            progress=False)
+    with tempfile.TemporaryDirectory() as run_dir:
+        results = run_recipe(shards, preset=cfg.name, model_dir=run_dir, export="",
+                             batch_per_replica=batch, steps_per_epoch=steps, epochs=epochs,
+                             validation_pairs=batch, val_fraction=0.34, log_every=steps)
+    rates = results["epoch_pairs_per_second"][1:]
+    return statistics.median(rates), rates
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="paper")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3, help="train steps per timed repeat")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--fit-steps", type=int, default=4, help="steps per epoch of the fit loop")
+    p.add_argument("--fit-epochs", type=int, default=4, help="epochs of the fit loop (1st traces)")
+    p.add_argument("--no-fit-loop", action="store_true", help="only the bare train steps")
+    p.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), ".cache"), help="where the benchmark clips are kept")
     args = p.parse_args(argv)
     cfg = get_preset(args.preset)
     print(env_line())
     flops_per_pair = 3 * forward_flops(cfg, 1)
     print(f"model {cfg.name}: {flops_per_pair / 1e9:.2f} GFLOP per training pair (forward x 3)")
+    bare = {}
     for policy, dtype in (("float32", tf.float32), ("mixed_bfloat16", tf.bfloat16)):
         rate, rates = train_step_rate(cfg, args.batch, policy, args.steps, args.repeats)
+        bare[policy] = rate
         roof = matmul_roofline_gflops(dtype=dtype)
         achieved = rate * flops_per_pair / 1e9
         print(f"{policy:>15}: {rate:7.2f} pairs/s (median of {fmt_rates(rates)}), "
               f"{achieved:6.1f} GFLOP/s = {achieved / roof:5.1%} of the {dtype.name} matmul roofline "
               f"({roof:.1f} GFLOP/s)")
+    if not args.no_fit_loop:
+        rate, rates = fit_loop_rate(cfg, args.batch, args.fit_steps, args.fit_epochs, args.cache_dir)
+        print(f"{'fit loop':>15}: {rate:7.2f} pairs/s (median of epochs {fmt_rates(rates)}): shards -> "
+              f"pairs -> model.fit + callbacks, float32")
+        print(f"{'ratio':>15}: {rate / bare['float32']:.3f} of the bare float32 train step "
+              f"({bare['float32']:.2f} pairs/s)")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,53 @@ def _info(sub):
     p.set_defaults(handler=handler)
 
 
+TRAIN_FIELDS = (("learning-rate", float), ("weight-decay", float), ("batch-per-replica", int),
+                ("global-batch", int), ("steps-per-epoch", int), ("epochs", int),
+                ("validation-pairs", int), ("val-fraction", float), ("checkpoint-every", int),
+                ("log-every", int), ("seed", int))
+
+
+def add_train_arguments(p, preset="tiny"):
+    """The training flags shared by `l3 train` and recipes/train_*.py (-> train.recipe.run_recipe)."""
+    p.add_argument("--data", help="folder of videos, or prepared shards (folder or glob); "
+                                   "default: the cached synthetic collection")
+    p.add_argument("--val-data", help="held-out videos or shards (default: every 10th shard)")
+    p.add_argument("--preset", default=preset, help=f"model preset (default {preset})")
+    p.add_argument("--model-dir", help="run directory (default runs/PRESET-DATANAME); rerun to resume")
+    p.add_argument("--prepared-dir", help="where videos are prepared (default MODEL_DIR/prepared)")
+    p.add_argument("--cache-dir", help="synthetic data cache (default REPO/.cache)")
+    p.add_argument("--label-from", choices=["folder"], help="label = parent folder name")
+    p.add_argument("--per-class", action="store_true", help="held-out AVC accuracy per class too")
+    p.add_argument("--export", help="export name under saved_models/ ('' = none)")
+    p.add_argument("--workers", type=int, default=2, help="decoding / clip-making processes")
+    for name, kind in TRAIN_FIELDS:
+        p.add_argument(f"--{name}", type=kind, help="TrainConfig." + name.replace("-", "_"))
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="default constant")
+    p.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="default float32")
+    p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker", "default"],
+                   help="auto: all GPUs mirrored, else one device; multiworker needs TF_CONFIG")
+
+
+def run_train_arguments(args) -> dict:
+    """Calls train.recipe.run_recipe with the parsed training flags; prints the results."""
+    import logging
+
+    from l3_keras.train.recipe import run_recipe
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
+    results = run_recipe(options.pop("data"), **options)
+    print(json.dumps(results, indent=2))
+    return results
+
+
+@_command
+def _train(sub):
+    p = sub.add_parser("train", help="train the AVC model (fit, checkpoints, resume, export)")
+    add_train_arguments(p)
+    p.set_defaults(handler=lambda args: run_train_arguments(args) and 0)
+
+
 @_command
 def _prepare(sub):
     p = sub.add_parser("prepare", help="videos -> TFRecord shards plus a manifest (resumable)")

@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 from l3_keras.errors import L3Error, check_choice
 
 FRONTENDS = ("stft", "mel")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class _JsonMixin:
@@ -159,15 +160,48 @@ class DataConfig(_JsonMixin):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_JsonMixin):
-    """Optimisation settings (paper Sec. 3.3: Adam, lr 1e-4, weight decay 1e-5, 16 pairs/GPU)."""
+    """Optimisation settings (paper Sec. 3.3: Adam, lr 1e-4, weight decay 1e-5, 16 pairs/GPU).
+
+    Attributes:
+        learning_rate: Adam step size (paper: 1e-4), the peak of the schedule.
+        lr_schedule: "constant" (paper) or "cosine" (decays to 0 over total_steps).
+        weight_decay: Keras Adam's DECOUPLED weight decay (AdamW-style, applied to the weights
+            directly, not added to the loss as an L2 term); paper: 1e-5.
+        batch_per_replica: pairs per replica per step (paper: 16 per GPU).
+        global_batch: pairs per step over all replicas; None = batch_per_replica x replicas.
+            Must divide evenly over the replicas.
+        steps_per_epoch: an epoch is this many steps of the endless pair stream.
+        epochs: epochs to train; total steps = epochs x steps_per_epoch.
+        validation_pairs: the fixed held-out pairs evaluated after every epoch.
+        pairs_per_video: training pairs drawn from each parsed record, which amortises reading a
+            whole video's audio and frames (shuffled afterwards, so batches still mix videos).
+        val_fraction: share of the shards (whole videos) held out when no validation data is given.
+        checkpoint_every: steps between checkpoints (also one at every epoch end); 0 = epochs only.
+        log_every: steps between progress lines and TensorBoard batch summaries.
+        mixed_precision: None (float32), "bf16" or "fp16".
+        strategy: "auto" (GPUs mirrored, else one device), "mirrored", "multiworker", "default".
+        seed: seeds the model's initial weights and the pair stream.
+    """
 
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"  # "constant" | "cosine"
     weight_decay: float = 1e-5
     batch_per_replica: int = 16
+    global_batch: Optional[int] = None
     steps_per_epoch: int = 1000
     epochs: int = 100
     validation_pairs: int = 2048
+    pairs_per_video: int = 4
+    val_fraction: float = 0.1
     checkpoint_every: int = 500
+    log_every: int = 50
     mixed_precision: Optional[str] = None  # None | "bf16" | "fp16"
-    strategy: str = "mirrored"  # "mirrored" | "multiworker" | "default"
+    strategy: str = "auto"  # "auto" | "mirrored" | "multiworker" | "default"
     seed: int = 0
+
+    def __post_init__(self):
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch

@@ -381,7 +381,8 @@ def _make_one(job) -> str:
     path, params, index = job
     rng = np.random.default_rng([params["seed"], index])
     events = random_events(params["seconds"], params["kinds"], rng, size=tuple(params["size"]),
-                           distractor=params["distractor"])
+                           distractor=params["distractor"], min_seconds=params["event_seconds"][0],
+                           max_seconds=params["event_seconds"][1], max_gap=params["max_gap"])
     # The sidecar records the collection parameters so that a call with other settings regenerates.
     return make_clip(path, events, seconds=params["seconds"], size=tuple(params["size"]),
                      fps=params["fps"], sample_rate=params["sample_rate"],
@@ -399,6 +400,8 @@ def make_collection(
     fps: float = DEFAULT_FPS,
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     distractor: bool = False,
+    event_seconds: Tuple[float, float] = (1.0, 3.0),
+    max_gap: float = 1.0,
     workers: int = 1,
 ) -> List[str]:
     """Writes `num_clips` random clips `clip_00000.mp4`... (with sidecars) into `out_dir`.
@@ -408,6 +411,8 @@ def make_collection(
     (seed, i), whatever `workers` is.
 
     Args:
+        event_seconds: (min, max) event length, seconds (see `random_events`).
+        max_gap: longest silent gap between events, seconds.
         workers: processes encoding clips in parallel (each encoder uses one thread).
 
     Returns:
@@ -415,7 +420,8 @@ def make_collection(
     """
     os.makedirs(out_dir, exist_ok=True)
     params = {"seconds": float(seconds), "kinds": int(kinds), "seed": int(seed), "size": list(size),
-              "fps": float(fps), "sample_rate": int(sample_rate), "distractor": bool(distractor)}
+              "fps": float(fps), "sample_rate": int(sample_rate), "distractor": bool(distractor),
+              "event_seconds": [float(v) for v in event_seconds], "max_gap": float(max_gap)}
     paths = [os.path.join(out_dir, f"clip_{i:05d}.mp4") for i in range(num_clips)]
     jobs = [(p, params, i) for i, p in enumerate(paths) if not _is_complete(p, params)]
     if workers > 1 and len(jobs) > 1:

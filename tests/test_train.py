@@ -1,0 +1,107 @@
+"""Training: configs, held-out split, errors before training, and one short run's directory."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from l3_keras import train
+from l3_keras.config import TrainConfig, get_preset
+from l3_keras.errors import L3Error
+from l3_keras.train import checkpoint, data, rundir, strategy
+from tests.train_helpers import FAST, TINY, make_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(str(tmp_path_factory.mktemp("collection")))
+
+
+def test_train_config_round_trip():
+    tc = TrainConfig(mixed_precision="bf16", global_batch=64, val_fraction=0.2)
+    assert TrainConfig.from_json(tc.to_json()) == tc
+    assert tc.total_steps == tc.epochs * tc.steps_per_epoch
+
+
+def test_split_holds_out_whole_shards_deterministically():
+    files = [f"s{i:02d}.tfrecord" for i in range(20)]
+    tr, val = data.split_shards(list(reversed(files)), 0.1)
+    assert val == ["s05.tfrecord", "s15.tfrecord"] and not set(tr) & set(val)
+    assert sorted(tr + val) == files
+    with pytest.raises(L3Error, match="at least 2 shards"):
+        data.split_shards(files[:1], 0.1)
+
+
+def test_global_batch_must_split_over_replicas():
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    strategy.check_global_batch(TwoReplicas(), 32)
+    with pytest.raises(L3Error, match="not divisible by the 2 replicas"):
+        strategy.check_global_batch(TwoReplicas(), 33)
+
+
+def test_clear_errors_before_training(tmp_path, shards):
+    inputs = train.Inputs(*data.split_shards(data.resolve_shards(shards, None, None), 0.5))
+    empty = tmp_path / "novideos"
+    empty.mkdir()
+    with pytest.raises(L3Error, match="No videos"):
+        train.find_inputs(str(empty), TINY, FAST, str(tmp_path / "prepared"))
+    broken = tmp_path / "broken.tfrecord"
+    broken.write_bytes(b"not a record at all" * 10)
+    with pytest.raises(L3Error, match="Cannot read"):
+        train.train(tmp_path / "run", TINY, FAST, train.Inputs([str(broken)], inputs.val))
+    hollow = tmp_path / "empty.tfrecord"
+    hollow.write_bytes(b"")
+    with pytest.raises(L3Error, match="empty"):
+        train.train(tmp_path / "run", TINY, FAST, train.Inputs([str(hollow)], inputs.val))
+    with pytest.raises(L3Error, match="16000 Hz but preset 'paper'"):
+        train.train(tmp_path / "run", get_preset("paper"), FAST, inputs)
+    small = TINY.replace(name="big-frames", image_size=(128, 128))
+    with pytest.raises(L3Error, match="smaller than preset"):
+        train.train(tmp_path / "run", small, FAST, inputs)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_short_run_fills_the_run_directory_and_resumes_finished(tmp_path, shards):
+    inputs, _ = train.find_inputs(shards, TINY, FAST.replace(val_fraction=0.34), None)
+    run_dir = tmp_path / "run"
+    model, results = train.fit_model(run_dir, TINY, FAST, inputs)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == json.loads(TINY.to_json())
+    assert TrainConfig.from_dict(config["train"]) == FAST
+    assert {"git_commit", "versions", "data", "inputs"} <= set(config)
+    assert config["inputs"]["val"] == inputs.val
+    history = rundir.read_history(run_dir)
+    assert [r["epoch"] for r in history] == [0, 1]
+    assert {"loss", "avc_accuracy", "val_loss", "val_avc_accuracy", "learning_rate"} <= set(history[0])
+    assert (run_dir / "curves.png").stat().st_size > 1000
+    assert os.listdir(run_dir / "logs" / "train") and os.listdir(run_dir / "logs" / "validation")
+    assert results["steps"] == FAST.total_steps and 0 <= results["avc_accuracy"] <= 1
+    reloaded = keras.models.load_model(run_dir / "model.keras")
+    for a, b in zip(reloaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # The same command again: the run is complete, so it only restores and evaluates.
+    again = train.train(run_dir, TINY, FAST, inputs)
+    assert again["steps"] == FAST.total_steps
+    assert len(rundir.read_history(run_dir)) == 2
+    with pytest.raises(L3Error, match="another model"):
+        train.train(run_dir, TINY.replace(name="other", fusion_units=32), FAST, inputs)
+
+
+def test_checkpoint_restores_optimizer_state(tmp_path):
+    def build():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(train.make_optimizer(FAST, False), loss="mse")
+        return model
+
+    model = build()
+    model.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, epochs=1, verbose=0)
+    checkpoint.Checkpointer(tmp_path, model, model.optimizer).save()
+    fresh = build()
+    step = checkpoint.Checkpointer(tmp_path, fresh, fresh.optimizer).restore()
+    assert step == 2
+    moments = [v for v in fresh.optimizer.variables if "momentum" in v.path]
+    assert moments and all(np.abs(v.numpy()).sum() > 0 for v in moments)

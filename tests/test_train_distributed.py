@@ -1,0 +1,116 @@
+"""Training under tf.distribute: MirroredStrategy on 2 logical CPUs (fit), and two workers of
+MultiWorkerMirroredStrategy on 127.0.0.1 (the custom loop). Each runs in fresh processes, since
+logical devices and TF_CONFIG must be set before TensorFlow starts.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tests.train_helpers import REPO, make_shards, run_python, worker_env
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(str(tmp_path_factory.mktemp("collection")), clips=8, videos_per_shard=2)
+
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from l3_keras import train
+    from l3_keras.errors import L3Error
+    from tests.train_helpers import FAST, TINY
+    shards, run_dir = sys.argv[1:3]
+    tc = FAST.replace(strategy="mirrored", batch_per_replica=4)
+    inputs, _ = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
+    try:
+        train.train(run_dir + "-bad", TINY, tc.replace(global_batch=9), inputs)
+    except L3Error as e:
+        bad = str(e)
+    model, results = train.fit_model(run_dir, TINY, tc, inputs)
+    spread = {v.path: float(np.max(np.abs(v.value.values[0].numpy() - v.value.values[1].numpy())))
+              for v in model.weights}
+    print("RESULT", json.dumps({"replicas": len(model.weights[0].value.values), "spread": spread,
+                                "steps": results["steps"], "bad": bad}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpu_replicas_stay_identical(tmp_path, shards):
+    out = run_python(MIRRORED, shards, str(tmp_path / "run"), timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT", 1)[1])
+    assert result["replicas"] == 2 and result["steps"] == 6
+    assert max(result["spread"].values()) == 0.0, {k: v for k, v in result["spread"].items() if v}
+    assert "not divisible by the 2 replicas" in result["bad"]
+
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np, keras, tensorflow as tf
+    from l3_keras import models, train
+    from l3_keras.config import DataConfig
+    from l3_keras.data import pairs
+    from tests.train_helpers import FAST, TINY
+    shards, run_dir, out = sys.argv[1:4]
+    tc = FAST.replace(strategy="multiworker", batch_per_replica=8, epochs=2, steps_per_epoch=4)
+    inputs, dc = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
+    batch = next(iter(pairs.make_pair_dataset(inputs.train, TINY, dc, training=False, batch_size=32)))
+    def loss_of(model):
+        probs = model(batch[0], training=False)
+        return float(keras.losses.sparse_categorical_crossentropy(batch[1], probs).numpy().mean())
+    keras.utils.set_random_seed(tc.seed)
+    start = loss_of(models.build_l3(TINY))
+    model, results = train.fit_model(run_dir, TINY, tc, inputs)
+    np.savez(out, *[w for w in model.get_weights()])
+    print("RESULT", json.dumps({"start": start, "end": loss_of(model), "steps": results["steps"]}))
+""")
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multiworker_custom_loop_two_processes(tmp_path, shards):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    try:
+        for i in range(2):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+            env = worker_env(TF_CONFIG=json.dumps(tf_config))
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", WORKER, shards, str(tmp_path / "run"), str(tmp_path / f"w{i}.npz")],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        deadline = time.monotonic() + 400
+        outs = [p.communicate(timeout=max(1, deadline - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-3000:]
+    results = [json.loads(stdout.split("RESULT", 1)[1]) for stdout, _ in outs]
+    w0, w1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key])
+    for r in results:
+        assert r["steps"] == 8 and r["end"] < r["start"], r
+    run_dir = tmp_path / "run"
+    assert (run_dir / "model.keras").exists() and (run_dir / "history.csv").exists()
+    assert not list(run_dir.glob(".worker-*"))
