@@ -9,7 +9,9 @@ centre padding ("valid"): 1 + (48000 - 480) // 240 = 199.
 
 Log floor: Keras' STFTSpectrogram(mode="log") computes log(max(sqrt(max(|X|^2, eps)), eps)) with
 eps = keras.config.epsilon() = 1e-7, so a silent input gives log(sqrt(1e-7)) = -8.06, not -inf.
-The mel front end uses power_to_db with min_power 1e-10 (-100 dB floor) and top_db 80.
+The mel front end uses power_to_db with min_power 1e-10 (a -100 dB floor) and no top_db floor (top_db=1000): Keras
+takes the top_db reference as the maximum over the whole batch, which would make one clip's
+spectrogram depend on the other clips batched with it.
 
 Both front ends run in float32 even under a mixed-precision policy: STFTSpectrogram rejects
 bfloat16 input, and the log of a low-precision power loses the quiet bins.
@@ -88,6 +90,9 @@ def apply_frontend(waveform, cfg: ModelConfig, prefix: str = "audio"):
             num_mel_bins=cfg.n_mels,
             min_freq=0.0,
             power_to_db=True,
+            # Keras' top_db floor is relative to the BATCH maximum (see module docstring); 1000 dB
+            # lies far below the -100 dB min_power floor, so it never binds.
+            top_db=1000.0,
             name=f"{prefix}_spectrogram",
             dtype="float32",
         )(waveform)  # [batch, mels, time]

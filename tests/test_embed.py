@@ -95,8 +95,6 @@ def test_batched_calls_equal_single_calls_paper():
         np.testing.assert_allclose(got, embed.get_image_embedding(image, paper)[0], **TOL)
 
 
-@pytest.mark.xfail(strict=True, reason="keras MelSpectrogram's top_db floor is max over the BATCH "
-                   "(mel presets only); fix in audio.py: top_db=None or a per-example floor")
 def test_batched_calls_equal_single_calls_mel(tiny):
     clips = [tone(1.0, 16000), np.zeros(16000, np.float32) + 1e-4]
     batched, _ = embed.get_audio_embedding(clips, 16000, tiny, batch_size=4)
