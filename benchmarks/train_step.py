@@ -12,6 +12,7 @@ the bare float32 train step: the input pipeline and callbacks should cost (almos
 
     python benchmarks/train_step.py [--preset paper] [--batch 16] [--repeats 5] [--steps 3]
                                     [--fit-steps 4] [--fit-epochs 4] [--no-fit-loop]
+                                    [--policies float32,mixed_bfloat16]
 """
 import argparse
 import os
@@ -101,6 +102,8 @@ def main(argv=None):
     p.add_argument("--fit-steps", type=int, default=4, help="steps per epoch of the fit loop")
     p.add_argument("--fit-epochs", type=int, default=4, help="epochs of the fit loop (1st traces)")
     p.add_argument("--no-fit-loop", action="store_true", help="only the bare train steps")
+    p.add_argument("--policies", default="float32,mixed_bfloat16",
+                   help="bare-step dtype policies (bf16 is emulated, so slow, on most CPUs)")
     p.add_argument("--cache-dir", default=os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), ".cache"), help="where the benchmark clips are kept")
     args = p.parse_args(argv)
@@ -109,7 +112,9 @@ def main(argv=None):
     flops_per_pair = 3 * forward_flops(cfg, 1)
     print(f"model {cfg.name}: {flops_per_pair / 1e9:.2f} GFLOP per training pair (forward x 3)")
     bare = {}
-    for policy, dtype in (("float32", tf.float32), ("mixed_bfloat16", tf.bfloat16)):
+    dtypes = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16}
+    for policy in args.policies.split(","):
+        dtype = dtypes[policy]
         rate, rates = train_step_rate(cfg, args.batch, policy, args.steps, args.repeats)
         bare[policy] = rate
         roof = matmul_roofline_gflops(dtype=dtype)

@@ -67,6 +67,7 @@ def add_train_arguments(p, preset="tiny"):
     p.add_argument("--per-class", action="store_true", help="held-out AVC accuracy per class too")
     p.add_argument("--export", help="export name under saved_models/ ('' = none)")
     p.add_argument("--workers", type=int, default=2, help="decoding / clip-making processes")
+    p.add_argument("--videos-per-shard", type=int, help="when preparing videos (default by size)")
     for name, kind in TRAIN_FIELDS:
         p.add_argument(f"--{name}", type=kind, help="TrainConfig." + name.replace("-", "_"))
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="default constant")

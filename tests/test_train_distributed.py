@@ -58,20 +58,19 @@ WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np, keras, tensorflow as tf
     from l3_keras import models, train
-    from l3_keras.config import DataConfig
     from l3_keras.data import pairs
     from tests.train_helpers import FAST, TINY
     shards, run_dir, out = sys.argv[1:4]
     tc = FAST.replace(strategy="multiworker", batch_per_replica=8, epochs=2, steps_per_epoch=4)
     inputs, dc = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
+    model, results = train.fit_model(run_dir, TINY, tc, inputs)  # the strategy comes first
+    np.savez(out, *[w for w in model.get_weights()])
     batch = next(iter(pairs.make_pair_dataset(inputs.train, TINY, dc, training=False, batch_size=32)))
     def loss_of(model):
         probs = model(batch[0], training=False)
         return float(keras.losses.sparse_categorical_crossentropy(batch[1], probs).numpy().mean())
-    keras.utils.set_random_seed(tc.seed)
+    keras.utils.set_random_seed(tc.seed)  # the same initial weights as the run's
     start = loss_of(models.build_l3(TINY))
-    model, results = train.fit_model(run_dir, TINY, tc, inputs)
-    np.savez(out, *[w for w in model.get_weights()])
     print("RESULT", json.dumps({"start": start, "end": loss_of(model), "steps": results["steps"]}))
 """)
 

@@ -100,11 +100,12 @@ def fit_model(run_dir, model_config: ModelConfig, train_config: TrainConfig, inp
     """
     tc = train_config
     data_config = data_config or DataConfig.for_model(model_config)
+    strategies.set_precision(tc.mixed_precision)
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    strategy = strategies.make_strategy(tc.strategy)
     data.check_shards(inputs.train, model_config, "training")
     data.check_shards(inputs.val, model_config, "validation")
     pairs._check_configs(model_config, data_config)
-    strategies.set_precision(tc.mixed_precision)
-    strategy = strategies.make_strategy(tc.strategy)
     global_batch = tc.global_batch or strategies.global_batch(strategy, tc.batch_per_replica)
     strategies.check_global_batch(strategy, global_batch)
     custom = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)

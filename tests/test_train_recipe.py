@@ -1,0 +1,48 @@
+"""The recipes end to end on small collections: train, held-out results, run directory, export."""
+import json
+import os
+
+import pytest
+
+from l3_keras.data import synthetic
+from l3_keras.train import recipe
+from recipes import train_flickr, train_kinetics_sounds
+from tests.train_helpers import make_shards
+
+SMALL = ["--steps-per-epoch", "3", "--epochs", "1", "--batch-per-replica", "8",
+         "--validation-pairs", "16", "--val-fraction", "0.34", "--log-every", "1"]
+
+
+@pytest.mark.slow
+def test_kinetics_recipe_reports_per_class_accuracy(tmp_path):
+    videos = os.path.dirname(make_shards(str(tmp_path), clips=8, labelled=True))
+    results = train_kinetics_sounds.main(["--data", os.path.join(videos, "videos"), "--model-dir",
+                                          str(tmp_path / "run"), "--videos-per-shard", "2",
+                                          *SMALL])
+    assert set(results["per_class"]) <= {"drums", "violin"} and results["per_class"]
+    assert sum(c["pairs"] for c in results["per_class"].values()) == results["pairs"] == 16
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["per_class"]
+    assert os.listdir(tmp_path / "run" / "prepared")
+
+
+@pytest.mark.slow
+def test_flickr_recipe_trains_and_exports(tmp_path):
+    shards = make_shards(str(tmp_path))
+    results = recipe.run_recipe(shards, model_dir=str(tmp_path / "run"), export="l3-test",
+                                export_root=str(tmp_path / "saved_models"), steps_per_epoch=3,
+                                epochs=1, batch_per_replica=8, validation_pairs=16, val_fraction=0.34)
+    export = tmp_path / "saved_models" / "l3-test"
+    assert results["export"] == str(export) and results["steps"] == 3
+    for name in ("l3.keras", "audio_embedding.keras", "image_embedding.keras", "config.json"):
+        assert (export / name).exists()
+    assert train_flickr.main.__module__ == "recipes.train_flickr"
+
+
+def test_synthetic_defaults_keep_the_ceiling_above_the_target():
+    from l3_keras.train.ceiling import avc_ceiling
+
+    spec = {k: v for k, v in recipe.SYNTHETIC.items() if k != "num_clips"}
+    assert spec["kinds"] == len(synthetic.KINDS)
+    assert avc_ceiling(pairs=4000, clips=100, **spec) > 0.91
+    # Long silent gaps make frames between events ambiguous: the old defaults cap lower.
+    assert avc_ceiling(10, event_seconds=(1.0, 3.0), max_gap=1.0, pairs=4000, clips=100) < 0.9
