@@ -60,8 +60,10 @@ def test_cli_evaluate_avc(shards, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_trained_tiny_beats_chance_on_held_out_pairs():
+def test_main_job_model_beats_chance_clearly_on_held_out_pairs():
+    # The main job's default run measured 0.866 on its 1024 fixed held-out pairs (ceiling 0.926).
     trained = trained_tiny()
     result = avc.evaluate_avc(trained.model, trained.val_shards, trained.config, num_pairs=512)
     print("held-out AVC", result)
-    assert result["ci95"][0] > 0.5, result
+    assert result["accuracy"] >= 0.8 and result["ci95"][0] > 0.7, result
+    assert min(result["positive_accuracy"], result["negative_accuracy"]) > 0.6, result
