@@ -160,6 +160,27 @@ def test_resume_redoes_only_lost_shards(clips, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_resume_redoes_shards_whose_videos_changed(clips, tmp_path):
+    videos, out = tmp_path / "videos", tmp_path / "out"
+    shutil.copytree(clips, videos)
+    first = prepare(videos, out, SMALL, videos_per_shard=2, progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    changed = "dog/c.mp4"  # same name, new content: 1.5 s instead of 2.5 s
+    write_clip(videos / changed, seconds=1.5, fps=10, size=(32, 48), audio=((22050, 2),),
+               flash_at=0.5)
+    second = prepare(videos, out, SMALL, videos_per_shard=2, progress=False)
+
+    def durations(manifest):
+        return {e["video_id"]: e["duration"] for e in manifest["kept"]}
+
+    assert durations(first)[changed] > 2.4 and durations(second)[changed] < 1.6
+    assert {k: v for k, v in durations(second).items() if k != changed} == {
+        k: v for k, v in durations(first).items() if k != changed}
+    redone = next(e["shard"] for e in second["kept"] if e["video_id"] == changed)
+    for name, stamp in stamps.items():
+        assert ((out / name).stat().st_mtime_ns != stamp) == (name == redone), name
+
+
 def test_resume_after_sigkill_matches_an_uninterrupted_run(clips, tmp_path):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     code = (

@@ -318,12 +318,26 @@ def _write_block(out_dir, name, block, settings):
         })
     records.write_shard(os.path.join(out_dir, name), examples)
     videos = [job.video_id for job, _ in block]
-    sidecar = {**settings, "videos": videos, "kept": kept, "skipped": skipped}
+    sources = [_source_stamp(job) for job, _ in block]
+    sidecar = {**settings, "videos": videos, "sources": sources, "kept": kept, "skipped": skipped}
     _write_json_atomic(os.path.join(out_dir, name + ".json"), sidecar)
 
 
+def _source_stamp(job: _Job) -> list:
+    """[path, size, mtime_ns] of a job's video (None for a file that cannot be stat'ed)."""
+    try:
+        st = os.stat(job.path)
+    except OSError:
+        return [job.path, None, None]
+    return [job.path, st.st_size, st.st_mtime_ns]
+
+
 def _finished(out_dir, name, block, settings) -> bool:
-    """True if a previous run wrote this shard for the same videos; raises if settings differ."""
+    """True if a previous run wrote this shard from the same, unchanged video files.
+
+    A shard whose videos were replaced or edited since (other path, size or mtime) is prepared
+    again. Raises L3Error if the shard was prepared with other settings.
+    """
     path = os.path.join(out_dir, name)
     if not (os.path.exists(path) and os.path.exists(path + ".json")):
         return False
@@ -334,7 +348,13 @@ def _finished(out_dir, name, block, settings) -> bool:
                 f"{path} was prepared with another {key} ({sidecar.get(key)}); "
                 "use a new --out folder or delete the old shards."
             )
-    return sidecar["videos"] == [job.video_id for job in block]
+    if sidecar["videos"] != [job.video_id for job in block]:
+        return False
+    if sidecar.get("sources") != [_source_stamp(job) for job in block]:
+        logger.info("prepare: %s: its videos changed since it was written; preparing it again.",
+                    path)
+        return False
+    return True
 
 
 def _remove_temp_files(out_dir, shard_index):
