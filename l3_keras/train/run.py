@@ -161,8 +161,8 @@ def _fit(ctx: _Run, train_dataset, val, start: int) -> None:
             ctx.checkpointer, tc.checkpoint_every, step), ctx.progress, step, tc.log_every)
         # One partial epoch (after a mid-epoch resume), then the rest in one call.
         last = epoch + 1 if done else tc.epochs
-        # fit keeps ONE validation iterator across epochs when validation_steps is given: repeat
-        # the fixed pairs, and each epoch reads exactly one pass of them.
+        # fit makes a new validation iterator every epoch (Keras 3.15's evaluate resets it), so
+        # every epoch scores the same fixed pairs: validation_steps batches of the repeated stream.
         ctx.model.fit(train_dataset(step), initial_epoch=epoch, epochs=last, steps_per_epoch=steps,
                       validation_data=val.repeat(),
                       validation_steps=-(-tc.validation_pairs // ctx.global_batch),
