@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from l3_keras import train
-from l3_keras.config import TrainConfig, get_preset
+from l3_keras.config import DataConfig, TrainConfig, get_preset
 from l3_keras.errors import L3Error
 from l3_keras.train import checkpoint, data, rundir, strategy
 from tests.train_helpers import FAST, TINY, make_shards
@@ -99,9 +99,31 @@ def test_checkpoint_restores_optimizer_state(tmp_path):
 
     model = build()
     model.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, epochs=1, verbose=0)
-    checkpoint.Checkpointer(tmp_path, model, model.optimizer).save()
+    checkpoint.Checkpointer(tmp_path, model, model.optimizer).save(2)
     fresh = build()
     step = checkpoint.Checkpointer(tmp_path, fresh, fresh.optimizer).restore()
     assert step == 2
     moments = [v for v in fresh.optimizer.variables if "momentum" in v.path]
     assert moments and all(np.abs(v.numpy()).sum() > 0 for v in moments)
+
+
+@pytest.mark.parametrize("precision,compute", [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_mixed_precision_run_keeps_front_end_and_weights_float32(tmp_path, shards, precision,
+                                                                 compute):
+    inputs, _ = train.find_inputs(shards, TINY, FAST.replace(val_fraction=0.34), None)
+    tc = FAST.replace(mixed_precision=precision, epochs=1)
+    model, results = train.fit_model(tmp_path / "run", TINY, tc, inputs)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    assert model.get_layer("vision_block2_conv1").compute_dtype == compute
+    for name in ("audio_spectrogram", "audio_bn_input", "fusion_softmax"):
+        assert model.get_layer(name).compute_dtype == "float32", name
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert np.isfinite(results["loss"]) and results["steps"] == tc.total_steps
+    history = rundir.read_history(tmp_path / "run")
+    assert all(np.isfinite(r["loss"]) for r in history)
+    reloaded = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert reloaded.get_layer("vision_block2_conv1").compute_dtype == compute
+    batch = next(iter(data.validation_pairs(inputs.val, TINY, DataConfig.for_model(TINY), 8, 8, 0)))[0]
+    probs = reloaded.predict(batch, verbose=0)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs, model.predict(batch, verbose=0), atol=1e-6)

@@ -2,8 +2,9 @@
 
 One mechanism for both training paths (`model.fit` and the multi-worker loop):
 `tf.train.Checkpoint(model=..., optimizer=...)` under a `tf.train.CheckpointManager` in
-`RUN_DIR/checkpoints/`. The step is the optimizer's own `iterations`, saved with it, so a restored
-run knows where it stands and Adam's moments come back instead of starting from zero.
+`RUN_DIR/checkpoints/`, plus the number of training steps taken, so a restored run knows where it
+stands and Adam's moments come back instead of starting from zero. (The optimizer's own
+`iterations` is not the step: under fp16 loss scaling it skips the steps whose gradients overflow.)
 
 Keras' `BackupAndRestore` is not used: on resume it restarts the interrupted epoch from its first
 batch, so a run killed mid-epoch would end with more steps than an uninterrupted one.
@@ -44,13 +45,14 @@ class Checkpointer:
         self._write_dir = write_dir
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
-        self.optimizer = optimizer
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_taken")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, steps=self.steps)
         self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep)
 
     @property
     def step(self) -> int:
-        return int(self.optimizer.iterations.numpy())
+        """Training steps taken: by the last save, or restored."""
+        return int(self.steps.numpy())
 
     def restore(self) -> int:
         """Restores the chief's latest checkpoint, if any; returns the step it resumes at (0 if none)."""
@@ -59,8 +61,10 @@ class Checkpointer:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         return self.step
 
-    def save(self) -> None:
-        self.manager.save(checkpoint_number=self.step)
+    def save(self, step: int) -> None:
+        """Saves the model, the optimizer and `step` (training steps taken so far)."""
+        self.steps.assign(step)
+        self.manager.save(checkpoint_number=step)
         if not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
 
@@ -75,7 +79,7 @@ class CheckpointCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.every and self.step % self.every == 0:
-            self.checkpointer.save()
+            self.checkpointer.save(self.step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.checkpointer.save()
+        self.checkpointer.save(self.step)

@@ -69,7 +69,7 @@ def custom_fit(ctx, make_train_dataset, val_dataset, start_step: int) -> None:
         ctx: the run (`run._Run`): model, optimizer, strategy, train config, checkpointer, ...
         make_train_dataset: start_step -> distributed training dataset.
         val_dataset: the fixed validation pairs (batched, finite).
-        start_step: the restored optimizer step.
+        start_step: the restored step.
     """
     tc, spe = ctx.train_config, ctx.train_config.steps_per_epoch
     total = tc.epochs * spe
@@ -96,10 +96,10 @@ def custom_fit(ctx, make_train_dataset, val_dataset, start_step: int) -> None:
             if ctx.chief:
                 _write_epoch(ctx.run_dir, writers, epoch, logs)
             sums = [0.0, 0.0, 0]
-            ctx.checkpointer.save()
+            ctx.checkpointer.save(step)
             ctx.progress.restart_clock(step)
         elif tc.checkpoint_every and step % tc.checkpoint_every == 0:
-            ctx.checkpointer.save()
+            ctx.checkpointer.save(step)
 
 
 def _write_epoch(run_dir, writers, epoch, logs):

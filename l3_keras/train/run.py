@@ -98,9 +98,13 @@ def fit_model(run_dir, model_config: ModelConfig, train_config: TrainConfig, inp
     Raises:
         L3Error: (before training) bad data, preset/data mismatch, global batch vs replicas.
     """
+    with strategies.precision(train_config.mixed_precision):
+        return _fit_model(run_dir, model_config, train_config, inputs, data_config, per_class)
+
+
+def _fit_model(run_dir, model_config, train_config, inputs, data_config, per_class):
     tc = train_config
     data_config = data_config or DataConfig.for_model(model_config)
-    strategies.set_precision(tc.mixed_precision)
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = strategies.make_strategy(tc.strategy)
     data.check_shards(inputs.train, model_config, "training")

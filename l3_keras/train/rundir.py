@@ -3,7 +3,7 @@
     RUN_DIR/
       config.json        {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
                           "inputs": {"train": [...], "val": [...]}, "git_commit", "versions"}
-      checkpoints/       tf.train.CheckpointManager files (model + optimizer, step = iterations)
+      checkpoints/       tf.train.CheckpointManager files (model + optimizer + steps taken)
       logs/train, logs/validation   TensorBoard: loss, AVC accuracy, learning rate
       history.csv        one row per epoch (appended across resumes)
       curves.png         loss and AVC accuracy, train and validation

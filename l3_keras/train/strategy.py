@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -66,13 +67,18 @@ def check_global_batch(strategy: tf.distribute.Strategy, batch: int) -> None:
                       f"multiple of {replicas} (or set the batch per replica instead).")
 
 
-def set_precision(mixed_precision) -> str:
-    """Sets Keras' global dtype policy BEFORE the model is built; returns the policy name.
+@contextlib.contextmanager
+def precision(mixed_precision):
+    """Keras' global dtype policy for building and training inside the block; restored after it.
 
-    "bf16" -> mixed_bfloat16, "fp16" -> mixed_float16 (the custom loop adds loss scaling),
-    None -> float32. The spectrogram front end, the input BatchNorm and the softmax stay float32.
+    "bf16" -> mixed_bfloat16, "fp16" -> mixed_float16 (loss scaling: `fit` adds it, the custom loop
+    too), None -> float32. The spectrogram front end, the input BatchNorm and the softmax stay
+    float32 whatever the policy (their layers say so). Yields the policy name.
     """
     check_choice("mixed_precision", mixed_precision, tuple(PRECISIONS))
-    policy = PRECISIONS[mixed_precision]
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(PRECISIONS[mixed_precision])
+    try:
+        yield PRECISIONS[mixed_precision]
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
