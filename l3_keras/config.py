@@ -98,14 +98,15 @@ PRESETS = {
         name="openl3-mel256", frontend="mel", n_fft=2048, win_length=2048, hop_length=242, n_mels=256
     ),
     # Scaled down so that it trains in minutes on 2 CPU cores: 16 kHz, 64 log-mel bands with a 25 ms
-    # window and 10 ms hop, 64x64 frames, 8x narrower filters.
+    # window and 20 ms hop (64 x 51: a 10 ms hop made training steps 1.4x slower), 64x64 frames,
+    # 8x narrower filters.
     "tiny": ModelConfig(
         name="tiny",
         sample_rate=16000,
         frontend="mel",
         n_fft=512,
         win_length=400,
-        hop_length=160,
+        hop_length=320,
         n_mels=64,
         image_size=(64, 64),
         filters=(16, 32, 64, 128),

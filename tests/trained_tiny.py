@@ -3,7 +3,7 @@
 `recipes/train_flickr.py` with no arguments (train.recipe.run_recipe: the cached synthetic
 collection of 10 kinds, the tiny preset, TINY_SYNTHETIC settings) is run once per test session into
 a temporary folder, so the evaluation tests also check what the README's main job produces; only
-shortened to 6 of its 8 epochs (the cosine schedule still decays to 0) to keep CI short. Set
+shortened to 6 of its 9 epochs (the cosine schedule still decays to 0) to keep CI short. Set
 $L3_EVAL_CACHE to a folder to keep the clips, shards and run between sessions (a finished run is
 reloaded, not retrained).
 
