@@ -180,12 +180,11 @@ def test_saved_model_cli_run_bytes_signature_matches_keras(tiny_export, maybe_re
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["synthetic", "real"])
 @pytest.mark.parametrize("signature", sorted(serving.warmup_inputs(get_preset("tiny"))))
-def test_saved_model_cli_run_every_signature(tiny_export, signature, source, request, tmp_path):
+def test_saved_model_cli_run_every_signature(tiny_export, signature, maybe_real_media, tmp_path):
+    """Real JPEG / WAV files through every signature (synthetic inputs without ../shared)."""
     l3, cfg, folder = tiny_export
-    real = request.getfixturevalue("real_media") if source == "real" else None
-    inputs = _signature_inputs(cfg, signature, real)
+    inputs = _signature_inputs(cfg, signature, maybe_real_media)
     got = cli_run(folder / "serving/1", signature, inputs, tmp_path)
     for key, value in keras_reference(l3, cfg, signature, inputs).items():
         np.testing.assert_allclose(got[key], value, **TOL, err_msg=signature)
