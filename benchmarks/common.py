@@ -33,7 +33,7 @@ def env_line():
 
 
 def fmt_rates(rates):
-    return "[" + ", ".join(f"{r:.1f}" for r in rates) + "]"
+    return "[" + ", ".join(f"{r:.3g}" for r in rates) + "]"
 
 
 __all__ = ["median_rate", "matmul_roofline_gflops", "env_line", "fmt_rates", "np"]

@@ -8,7 +8,10 @@ in the same run.
 Then the whole fit loop: pairs/s of the real training path (`train.recipe.run_recipe`, what
 recipes/train_flickr.py runs: pairs from prepared shards, model.fit, checkpoints, TensorBoard, CSV,
 progress callbacks) at the same batch, median over epochs after the first (which traces), against
-the bare float32 train step: the input pipeline and callbacks should cost (almost) nothing.
+the bare float32 train step: the input pipeline and callbacks should cost (almost) nothing. An
+epoch's rate counts its training steps (mid-epoch checkpoints included); the validation pass and
+checkpoint after it are left out, as their share depends on the epoch length (1000s of steps in a
+real run, a few here).
 
     python benchmarks/train_step.py [--preset paper] [--batch 16] [--repeats 5] [--steps 3]
                                     [--fit-steps 4] [--fit-epochs 4] [--no-fit-loop]
