@@ -62,4 +62,7 @@ def test_heatmap_peak_finds_the_sounding_object_after_short_training(tmp_path):
     print("localisation", result)
     assert result["cases"] >= 30
     assert (tmp_path / "localization.png").stat().st_size < 300_000
-    assert result["hit_rate"] >= 0.8, result
+    # A map that lit up "any object" would hit about half the time (a silent distractor shares
+    # every frame): the sounding object must win with 95% confidence. Measured on the main job's
+    # 6-epoch model: 26 of 32 (0.81, CI 0.65-0.91), distractor 1 of 32.
+    assert result["ci95"][0] > 0.5 and result["distractor_rate"] < 0.2, result
