@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: repeated timing with medians, a matmul roofline."""
+import logging
 import statistics
 import time
 
@@ -27,6 +28,11 @@ def matmul_roofline_gflops(n=2048, dtype=tf.float32, repeats=5):
     return rate / 1e9
 
 
+def show_progress():
+    """Training runs inside a benchmark log their progress lines (rate, ETA) as the CLI does."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+
 def env_line():
     return (f"tensorflow {tf.__version__}, intra-op threads {tf.config.threading.get_intra_op_parallelism_threads() or 'auto'}, "
             f"devices {[d.name for d in tf.config.list_logical_devices()]}")
@@ -36,4 +42,4 @@ def fmt_rates(rates):
     return "[" + ", ".join(f"{r:.3g}" for r in rates) + "]"
 
 
-__all__ = ["median_rate", "matmul_roofline_gflops", "env_line", "fmt_rates", "np"]
+__all__ = ["median_rate", "matmul_roofline_gflops", "env_line", "fmt_rates", "show_progress", "np"]

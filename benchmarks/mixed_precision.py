@@ -21,7 +21,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import env_line  # noqa: E402
+from benchmarks.common import env_line, show_progress  # noqa: E402
+from l3_keras.train import rundir  # noqa: E402
 from l3_keras.train.recipe import REPO, run_recipe  # noqa: E402
 
 
@@ -41,19 +42,23 @@ def main(argv=None):
                    help="held-out pairs scored at the end (more pairs, tighter intervals)")
     p.add_argument("--out", default=os.path.join(REPO, "runs", "mixed-precision"))
     args = p.parse_args(argv)
+    show_progress()
     print(env_line())
     rows = []
     for name in args.precisions.split(","):
-        results = run_recipe(preset=args.preset, model_dir=os.path.join(args.out, f"{args.preset}-{name}"),
-                             export="", mixed_precision=None if name == "float32" else name,
+        run_dir = os.path.join(args.out, f"{args.preset}-{name}")
+        results = run_recipe(preset=args.preset, model_dir=run_dir, export="",
+                             mixed_precision=None if name == "float32" else name,
                              epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                              validation_pairs=args.validation_pairs)
         rate = statistics.median(results["epoch_pairs_per_second"] or [float("nan")])
-        rows.append((name, results["avc_accuracy"], results["pairs"], rate))
+        last = rundir.read_history(run_dir)[-1]  # the last epoch's training-mode figures
+        rows.append((name, results["avc_accuracy"], results["pairs"], rate, last))
     ref = rows[0][1]
-    for name, acc, pairs, rate in rows:
+    for name, acc, pairs, rate, last in rows:
         print(f"{args.preset} {name:>8}: held-out AVC {acc:.4f} +- {interval(acc, pairs):.4f} "
-              f"({pairs} pairs), {acc - ref:+.4f} vs {rows[0][0]}, {rate:.1f} pairs/s (median epoch)")
+              f"({pairs} pairs), {acc - ref:+.4f} vs {rows[0][0]}; last epoch's training AVC "
+              f"{last['avc_accuracy']:.4f}, loss {last['loss']:.4f}; {rate:.1f} pairs/s (median epoch)")
 
 
 if __name__ == "__main__":

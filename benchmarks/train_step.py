@@ -30,7 +30,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.common import env_line, fmt_rates, matmul_roofline_gflops, median_rate  # noqa: E402
+from benchmarks.common import (env_line, fmt_rates, matmul_roofline_gflops, median_rate,  # noqa: E402
+                               show_progress)
 from l3_keras import models  # noqa: E402
 from l3_keras.config import get_preset  # noqa: E402
 
@@ -126,6 +127,7 @@ def main(argv=None):
               f"{achieved:6.1f} GFLOP/s = {achieved / roof:5.1%} of the {dtype.name} matmul roofline "
               f"({roof:.1f} GFLOP/s)")
     if not args.no_fit_loop:
+        show_progress()
         rate, rates = fit_loop_rate(cfg, args.batch, args.fit_steps, args.fit_epochs, args.cache_dir)
         print(f"{'fit loop':>15}: {rate:7.2f} pairs/s (median of epochs {fmt_rates(rates)}): shards -> "
               f"pairs -> model.fit + callbacks, float32")
