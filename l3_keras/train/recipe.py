@@ -21,8 +21,8 @@ SYNTHETIC = dict(num_clips=240, seconds=10.0, kinds=10, event_seconds=(3.0, 6.0)
 SYNTHETIC_VIDEOS_PER_SHARD = 8
 # The tiny preset on 2 CPU cores: Adam 3e-4 with a cosine decay to 0 over 900 steps of 32 pairs
 # (28.8k pairs), 4 pairs per parsed video, no weight decay. Measured on an idle 2-core machine from
-# an empty cache: held-out AVC 0.918 (ceiling 0.942), 7.1 min in all (45 s of making and preparing
-# the clips, 85-92 pairs/s). Before (events of 2-4 s, gaps up to 0.5 s, ceiling 0.926; 10 ms audio
+# an empty cache: held-out AVC 0.918 (ceiling 0.942), 7.6 min for the whole command (45 s of making
+# and preparing the clips, 85-92 pairs/s, export). Before (events of 2-4 s, gaps up to 0.5 s, ceiling 0.926; 10 ms audio
 # hop, 60 pairs/s): 0.896 after 800 steps in 9.3 min.
 TINY_SYNTHETIC = TrainConfig(learning_rate=3e-4, lr_schedule="cosine", weight_decay=0.0,
                              batch_per_replica=32, steps_per_epoch=100, epochs=9,
