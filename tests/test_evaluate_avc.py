@@ -61,7 +61,8 @@ def test_cli_evaluate_avc(shards, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_main_job_model_beats_chance_clearly_on_held_out_pairs():
-    # The main job's default run measured 0.866 on its 1024 fixed held-out pairs (ceiling 0.926).
+    # The main job's run, 6 of its 9 epochs, measured 0.903 on its 1024 fixed held-out pairs
+    # (ceiling 0.942).
     trained = trained_tiny()
     result = avc.evaluate_avc(trained.model, trained.val_shards, trained.config, num_pairs=512)
     print("held-out AVC", result)

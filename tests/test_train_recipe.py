@@ -41,7 +41,7 @@ def test_flickr_recipe_trains_and_exports(tmp_path):
 def test_synthetic_defaults_keep_the_ceiling_above_the_target():
     from l3_keras.train.ceiling import avc_ceiling
 
-    spec = {k: v for k, v in recipe.SYNTHETIC.items() if k != "num_clips"}
+    spec = recipe.SYNTHETIC
     assert spec["kinds"] == len(synthetic.KINDS)
     assert avc_ceiling(pairs=4000, clips=100, **spec) > 0.91
     # Long silent gaps make frames between events ambiguous: the old defaults cap lower.

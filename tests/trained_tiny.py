@@ -46,7 +46,7 @@ def trained_tiny(root=None) -> Trained:
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     with open(os.path.join(run_dir, "config.json")) as f:
         val_shards = json.load(f)["inputs"]["val"]
-    spec = {k: v for k, v in recipe.SYNTHETIC.items() if k != "num_clips"}
     val_clips = synthetic.make_collection(os.path.join(root, "localize"), LOCALIZE_CLIPS, seed=12345,
-                                          distractor=True, sample_rate=TINY.sample_rate, **spec)
+                                          distractor=True, sample_rate=TINY.sample_rate,
+                                          **recipe.SYNTHETIC)
     return Trained(model, TINY, DataConfig.for_model(TINY), val_clips, val_shards, results)

@@ -17,13 +17,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The synthetic collection: all 10 kinds, events of 3-6 s with gaps of at most 0.25 s. Short events
 # and long gaps put more 1 s windows across boundaries, which no model can score right: the
 # reachable accuracy (ceiling.py) is 0.942 here, 0.926 with events of 2-4 s and gaps up to 0.5 s.
-SYNTHETIC = dict(num_clips=240, seconds=10.0, kinds=10, event_seconds=(3.0, 6.0), max_gap=0.25)
+SYNTHETIC = dict(seconds=10.0, kinds=10, event_seconds=(3.0, 6.0), max_gap=0.25)
+SYNTHETIC_CLIPS = 240
 SYNTHETIC_VIDEOS_PER_SHARD = 8
 # The tiny preset on 2 CPU cores: Adam 3e-4 with a cosine decay to 0 over 900 steps of 32 pairs
 # (28.8k pairs), 4 pairs per parsed video, no weight decay. Measured on an idle 2-core machine from
 # an empty cache: held-out AVC 0.918 (ceiling 0.942), 7.6 min for the whole command (45 s of making
-# and preparing the clips, 85-92 pairs/s, export). Before (events of 2-4 s, gaps up to 0.5 s, ceiling 0.926; 10 ms audio
-# hop, 60 pairs/s): 0.896 after 800 steps in 9.3 min.
+# and preparing the clips, 85-92 pairs/s, export). Before (events of 2-4 s, gaps up to 0.5 s,
+# ceiling 0.926; 10 ms audio hop, 60 pairs/s): 0.896 after 800 steps in 9.3 min.
 TINY_SYNTHETIC = TrainConfig(learning_rate=3e-4, lr_schedule="cosine", weight_decay=0.0,
                              batch_per_replica=32, steps_per_epoch=100, epochs=9,
                              validation_pairs=1024, pairs_per_video=4,
@@ -38,13 +39,12 @@ def make_synthetic(cache_dir, model_config: ModelConfig, workers: int = 2) -> st
     """
     from l3_keras.data import synthetic
 
-    spec = {k: v for k, v in SYNTHETIC.items() if k != "num_clips"}
     side = max(synthetic.DEFAULT_SIZE[0], DataConfig.for_model(model_config).frame_short_side)
     side += side % 2  # H.264 wants even sizes
     rate = model_config.sample_rate
     folder = os.path.join(cache_dir, f"synthetic-{rate}hz-{side}px")
-    synthetic.make_collection(folder, SYNTHETIC["num_clips"], sample_rate=rate, size=(side, side),
-                              workers=workers, **spec)
+    synthetic.make_collection(folder, SYNTHETIC_CLIPS, sample_rate=rate, size=(side, side),
+                              workers=workers, **SYNTHETIC)
     return folder
 
 
@@ -97,8 +97,7 @@ def run_recipe(data=None, *, preset="tiny", model_dir=None, val_data=None, prepa
     if synthetic:
         from l3_keras.train.ceiling import avc_ceiling
 
-        results["ceiling"] = avc_ceiling(SYNTHETIC["kinds"], SYNTHETIC["seconds"],
-                                         SYNTHETIC["event_seconds"], SYNTHETIC["max_gap"])
+        results["ceiling"] = avc_ceiling(**SYNTHETIC)
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     logging.getLogger("l3_keras.train").info(
         "held-out AVC accuracy %.3f%s in %.0f s (%s)", results["avc_accuracy"],
