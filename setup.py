@@ -6,33 +6,43 @@ TensorFlow comes from an extra, so that exactly one build is installed:
 The TF Serving protos (for warm-up files) are installed separately with --no-deps, because the
 package's own requirements would pull a second TensorFlow:
     pip install --no-deps "tensorflow-serving-api==2.21.*"
+librosa is a test oracle only (extra "test", requirements-test.txt), never imported at run time.
 """
+import pathlib
+import re
+
 from setuptools import find_packages, setup
+
+# The one version string lives in l3_keras/__init__.py.
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (pathlib.Path(__file__).parent / "l3_keras" / "__init__.py").read_text(),
+                    re.M).group(1)
 
 setup(
     name="l3_keras",
-    version="0.1.0",
+    version=VERSION,
     description="Look, Listen and Learn (L3-Net) in TensorFlow / Keras 3",
     packages=find_packages(include=["l3_keras", "l3_keras.*"]),
     python_requires=">=3.10",
     install_requires=[
         "keras==3.15.*",
-        "librosa>=0.10",
         "soxr>=0.3",
         "soundfile>=0.12",
         "av>=12",
         "keras-tuner==1.4.*",
         "tensorboard==2.21.*",
         "numpy>=1.26",
+        "scipy>=1.11",
         "matplotlib>=3.8",
         "pillow>=10",
         "scikit-learn>=1.4",
+        "threadpoolctl>=3.1",
         "tqdm>=4.66",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "librosa>=0.10"],
     },
     entry_points={"console_scripts": ["l3=l3_keras.cli:main"]},
 )

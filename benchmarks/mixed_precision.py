@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import env_line, show_progress  # noqa: E402
 from l3_keras.train import rundir  # noqa: E402
-from l3_keras.train.recipe import REPO, run_recipe  # noqa: E402
+from l3_keras.train.recipe import run_recipe  # noqa: E402
 
 
 def interval(accuracy, pairs):
@@ -40,7 +40,7 @@ def main(argv=None):
     p.add_argument("--steps-per-epoch", type=int, help="default: the main job's")
     p.add_argument("--validation-pairs", type=int, default=4096,
                    help="held-out pairs scored at the end (more pairs, tighter intervals)")
-    p.add_argument("--out", default=os.path.join(REPO, "runs", "mixed-precision"))
+    p.add_argument("--out", default=os.path.join("runs", "mixed-precision"))
     args = p.parse_args(argv)
     show_progress()
     print(env_line())
@@ -51,8 +51,9 @@ def main(argv=None):
                              mixed_precision=None if name == "float32" else name,
                              epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                              validation_pairs=args.validation_pairs)
-        rate = statistics.median(results["epoch_pairs_per_second"] or [float("nan")])
-        last = rundir.read_history(run_dir)[-1]  # the last epoch's training-mode figures
+        history = rundir.read_history(run_dir)
+        rate = statistics.median([row["pairs_per_second"] for row in history] or [float("nan")])
+        last = history[-1]  # the last epoch's training-mode figures
         rows.append((name, results["avc_accuracy"], results["pairs"], rate, last))
     ref = rows[0][1]
     for name, acc, pairs, rate, last in rows:

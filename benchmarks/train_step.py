@@ -80,20 +80,22 @@ def fit_loop_rate(cfg, batch, steps, epochs, cache_dir):
     from l3_keras.config import DataConfig
     from l3_keras.data import synthetic
     from l3_keras.data.prepare import prepare
+    from l3_keras.train import rundir
     from l3_keras.train.recipe import run_recipe
 
     side = DataConfig.for_model(cfg).frame_short_side
     folder = os.path.join(cache_dir, f"bench-{cfg.name}")
-    synthetic.make_collection(os.path.join(folder, "clips"), 6, seconds=4.0, kinds=4,
-                              size=(side + side % 2,) * 2, sample_rate=cfg.sample_rate)
+    spec = synthetic.ClipSpec(seconds=4.0, kinds=4, size=(side + side % 2,) * 2,
+                              sample_rate=cfg.sample_rate)
+    synthetic.make_collection(os.path.join(folder, "clips"), 6, spec)
     shards = os.path.join(folder, "shards")
     prepare(os.path.join(folder, "clips"), shards, DataConfig.for_model(cfg), videos_per_shard=2,
             progress=False)
     with tempfile.TemporaryDirectory() as run_dir:
-        results = run_recipe(shards, preset=cfg.name, model_dir=run_dir, export="",
-                             batch_per_replica=batch, steps_per_epoch=steps, epochs=epochs,
-                             validation_pairs=batch, val_fraction=0.34, log_every=steps)
-    rates = results["epoch_pairs_per_second"][1:]
+        run_recipe(shards, preset=cfg.name, model_dir=run_dir, export="",
+                   batch_per_replica=batch, steps_per_epoch=steps, epochs=epochs,
+                   validation_pairs=batch, val_fraction=0.34, log_every=steps)
+        rates = [row["pairs_per_second"] for row in rundir.read_history(run_dir)][1:]
     return statistics.median(rates), rates
 
 

@@ -25,19 +25,13 @@ def _info(sub):
     p = sub.add_parser("info", help="versions, devices seen by TensorFlow, model presets")
 
     def handler(args):
-        import platform
-
-        import keras
         import tensorflow as tf
 
-        from l3_keras import __version__
+        from l3_keras import files
         from l3_keras.config import PRESETS
 
         info = {
-            "l3_keras": __version__,
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
+            **files.versions(),
             "devices": [d.name for d in tf.config.list_logical_devices()],
             "gpus": len(tf.config.list_physical_devices("GPU")),
             "presets": {name: cfg.to_dict() for name, cfg in PRESETS.items()},
@@ -62,7 +56,7 @@ def add_train_arguments(p, preset="tiny"):
     p.add_argument("--preset", default=preset, help=f"model preset (default {preset})")
     p.add_argument("--model-dir", help="run directory (default runs/PRESET-DATANAME); rerun to resume")
     p.add_argument("--prepared-dir", help="where videos are prepared (default MODEL_DIR/prepared)")
-    p.add_argument("--cache-dir", help="synthetic data cache (default REPO/.cache)")
+    p.add_argument("--cache-dir", help="synthetic data cache (default .cache/ here)")
     p.add_argument("--label-from", choices=["folder"], help="label = parent folder name")
     p.add_argument("--per-class", action="store_true", help="held-out AVC accuracy per class too")
     p.add_argument("--export", help="export name under saved_models/ ('' = none)")
@@ -80,9 +74,11 @@ def run_train_arguments(args) -> dict:
     """Calls train.recipe.run_recipe with the parsed training flags; prints the results."""
     import logging
 
+    # Before TensorFlow is imported: TF gives its own logger a handler when the root logger has
+    # none, and every TF line would then print twice (its handler, then ours).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from l3_keras.train.recipe import run_recipe
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     options = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
     results = run_recipe(options.pop("data"), **options)
     print(json.dumps(results, indent=2))
@@ -116,10 +112,10 @@ def _prepare(sub):
     def handler(args):
         import logging
 
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # before TF: see above
         from l3_keras.config import DataConfig, get_preset
         from l3_keras.data.prepare import prepare
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
         config = DataConfig.for_model(get_preset(args.preset)) if args.preset else DataConfig()
         changes = {
             "sample_rate": args.sample_rate,
@@ -186,7 +182,7 @@ def _export(sub):
 @_command
 def _embed(sub):
     p = sub.add_parser("embed", help="audio / image / video files -> one .npz of embeddings each")
-    p.add_argument("kind", choices=["audio", "image", "video"], help="what the inputs are")
+    p.add_argument("media_type", choices=["audio", "image", "video"], help="what the inputs are")
     p.add_argument("inputs", nargs="+", help="files, or folders searched recursively")
     p.add_argument("-o", "--out", required=True, help="output folder for the .npz files")
     p.add_argument("--model", required=True, help="export folder (saved_models/NAME)")
@@ -198,7 +194,7 @@ def _embed(sub):
         from l3_keras.embed_files import embed_files
 
         done = embed_files(
-            args.kind, args.inputs, args.out, args.model, args.hop_size, args.batch_size,
+            args.media_type, args.inputs, args.out, args.model, args.hop_size, args.batch_size,
             progress=not args.no_progress,
         )
         return 0 if done else 1
@@ -223,7 +219,7 @@ def _evaluate(sub):
     probe = kinds.add_parser("probe", help="cross-validated linear probe, beside random weights")
     probe.add_argument("model", help="run folder, export folder or .keras file")
     probe.add_argument("data", help="folder of labelled files (or the folder CSV names are in)")
-    probe.add_argument("--kind", choices=["audio", "image"], default="audio")
+    probe.add_argument("--media-type", "--kind", choices=["audio", "image"], default="audio")
     probe.add_argument("--label-from", choices=["folder", "pattern", "csv"], default="folder")
     probe.add_argument("--pattern", help="regex with a (?P<label>...) group, or 'fsdd' / 'dcase'")
     probe.add_argument("--csv", help="CSV with filename, label and (optional) fold columns")
@@ -254,10 +250,10 @@ def _evaluate(sub):
         pattern = {"fsdd": lp.FSDD_PATTERN, "dcase": lp.DCASE_PATTERN}.get(args.pattern,
                                                                            args.pattern)
         items = lp.list_labelled(args.data, args.label_from, pattern, args.csv,
-                                 label_column=args.label_column, kind=args.kind)
+                                 label_column=args.label_column, media_type=args.media_type)
         if args.per_class:
             items = lp.subset(items, args.per_class, args.seed)
-        result = lp.probe(l3, cfg, items, args.kind, args.feature, args.classifier, args.C,
+        result = lp.probe(l3, cfg, items, args.media_type, args.feature, args.classifier, args.C,
                           args.folds, args.seed, args.hop, not args.no_random, args.out)
         print(json.dumps({k: (v["mean"], v["std"]) for k, v in result.items()
                           if k in ("trained", "random")}))

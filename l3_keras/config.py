@@ -129,11 +129,14 @@ def get_preset(name: str) -> ModelConfig:
 class DataConfig(_JsonMixin):
     """How videos become records and records become pairs.
 
+    These are facts of a prepared shard set: `prepare` records them in its manifest, and
+    `shards.check` reads them back from there. The crop the pairs take is the model's image_size.
+
     Attributes:
         sample_rate: audio rate stored in the records (must equal the model's).
         fps: frames kept per second of video.
-        frame_short_side: stored frames are resized so their short side is this (paper: 256).
-        crop_size: training crop (paper: 224, random crop of the 256 frame).
+        frame_short_side: stored frames are resized so their short side is this (paper: 256, for
+            random 224 x 224 crops); at least the model's image size.
         max_seconds: keep only the first N seconds of each video (Flickr-SoundNet: 10); None = all.
         jpeg_quality: quality of the stored frames.
         shard_megabytes: target size of one TFRecord shard.
@@ -142,21 +145,43 @@ class DataConfig(_JsonMixin):
     sample_rate: int = 48000
     fps: float = 4.0
     frame_short_side: int = 256
-    crop_size: int = 224
     max_seconds: Optional[float] = 10.0
     jpeg_quality: int = 90
     shard_megabytes: int = 256
 
     @classmethod
+    def from_dict(cls, d: dict):
+        # Manifests written before the crop moved to the model (its image_size) carry crop_size.
+        return super().from_dict({k: v for k, v in d.items() if k != "crop_size"})
+
+    @classmethod
     def for_model(cls, model: ModelConfig, **changes) -> "DataConfig":
-        """Data settings that fit `model` (sample rate, frame sizes scaled to its image size)."""
-        crop = model.image_size[0]
-        base = cls(
-            sample_rate=model.sample_rate,
-            crop_size=crop,
-            frame_short_side=int(round(crop * 256 / 224)),
-        )
+        """The settings to decode videos for `model`: its sample rate, and stored frames whose
+        short side is the paper's 256 / 224 times the model's (larger) image side."""
+        base = cls(sample_rate=model.sample_rate,
+                   frame_short_side=int(round(max(model.image_size) * 256 / 224)))
         return base.replace(**changes)
+
+
+def check_fits(model: ModelConfig, sample_rate: int, frame_short_side: int, source: str) -> None:
+    """Raises L3Error unless data at `sample_rate` with frames of `frame_short_side` fits `model`.
+
+    The one check that prepared data (`shards.check`) or decoding settings (`pairs`' direct mode)
+    suit a model: the same sample rate (another would train on the wrong pitch), and frames
+    large enough for the model's image_size crop.
+
+    Args:
+        source: names the data in the message, e.g. "The training shards".
+    """
+    if sample_rate != model.sample_rate:
+        raise L3Error(f"{source} hold audio at {sample_rate} Hz but preset {model.name!r} takes "
+                      f"{model.sample_rate} Hz; prepare with --preset {model.name} "
+                      "(DataConfig.for_model) or choose the preset the data was made for.")
+    if frame_short_side < max(model.image_size):
+        height, width = model.image_size
+        raise L3Error(f"{source} hold frames with a {frame_short_side} px short side, smaller than "
+                      f"preset {model.name!r}'s {height}x{width} crop; prepare with --preset "
+                      f"{model.name} (DataConfig.for_model).")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,19 +25,17 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
 
 import keras
 import tensorflow as tf
 
-from l3_keras import models, serving
+from l3_keras import files, models, serving
 from l3_keras.config import ModelConfig, get_preset
 from l3_keras.errors import L3Error
+from l3_keras.train.rundir import CONFIG, MODEL as RUN_MODEL
 
-RUN_MODEL = "model.keras"
 EXPORT_MODEL = "l3.keras"
-CONFIG = "config.json"
 WARMUP = "assets.extra/tf_serving_warmup_requests"
 
 
@@ -119,7 +117,7 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
         sigs = _write(tmp, l3, cfg, name, version, source)
         for v in old_versions - {version}:
             shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
-        (tmp / "export.json").write_text(json.dumps(_info(source, version, sigs), indent=2))
+        files.write_json(tmp / "export.json", _info(source, version, sigs))
         _swap(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -195,14 +193,7 @@ def _swap(tmp, target):
 
 
 def _info(source, version, sigs) -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=pathlib.Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
     table = [
         {"name": n, "inputs": i, "outputs": o} for n, i, o in serving.signature_table(sigs)
     ]
-    return {"source": str(source), "version": version, "git_commit": commit, "signatures": table}
+    return {"source": str(source), "version": version, **files.stamp(), "signatures": table}

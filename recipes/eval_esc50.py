@@ -13,11 +13,8 @@ any CSV with --csv FILE --root AUDIO_FOLDER (--label-column, --fold-column).
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from l3_keras.errors import L3Error  # noqa: E402
+from l3_keras.errors import L3Error
 
 
 def collection(args):

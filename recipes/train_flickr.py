@@ -15,12 +15,8 @@ of the endless pair stream, AVC accuracy on held-out videos after every epoch. R
 command resumes a killed run from its last checkpoint. `l3 train` takes the same flags.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from l3_keras.cli import add_train_arguments, run_train_arguments  # noqa: E402
+from l3_keras.cli import add_train_arguments, run_train_arguments
 
 
 def main(argv=None, **defaults):

@@ -5,16 +5,16 @@ the held-out AVC accuracy is also reported per class (the class of the frame's v
 
     python recipes/train_kinetics_sounds.py --data KINETICS_SOUNDS_DIR --preset paper --model-dir runs/ks
 """
-import os
-import sys
+import argparse
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from recipes import train_flickr  # noqa: E402
+from l3_keras.cli import add_train_arguments, run_train_arguments
 
 
 def main(argv=None):
-    return train_flickr.main(argv, label_from="folder", per_class=True)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_train_arguments(parser)
+    parser.set_defaults(label_from="folder", per_class=True)
+    return run_train_arguments(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ tuner folder, which defaults to a fresh folder under the system temp dir (never 
 import argparse
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from l3_keras import files
 
 OBJECTIVE = "val_avc_accuracy"
 
@@ -46,8 +45,8 @@ def synthetic_shards(folder, clips=12, seed=0):
     data_config = DataConfig.for_model(get_preset("tiny"))
     shards = []
     for split, count, offset in (("train", clips, 0), ("val", max(4, clips // 3), 1)):
-        synthetic.make_collection(os.path.join(folder, split), count, seconds=6.0, kinds=4,
-                                  seed=seed + offset)
+        spec = synthetic.ClipSpec(seconds=6.0, kinds=4, seed=seed + offset)
+        synthetic.make_collection(os.path.join(folder, split), count, spec)
         prepare(os.path.join(folder, split), os.path.join(folder, f"shards-{split}"),
                 data_config, videos_per_shard=4, progress=False)
         shards.append(os.path.join(folder, f"shards-{split}"))
@@ -59,15 +58,14 @@ def search(train, val, directory, max_trials=4, steps_per_trial=50, batch=32, va
     """Runs the search; returns {"best": hyperparameters, OBJECTIVE: score, "trials": [...]}."""
     import keras_tuner as kt
 
-    from l3_keras.config import DataConfig, get_preset
-    from l3_keras.data.pairs import make_pair_dataset
+    from l3_keras.config import get_preset
+    from l3_keras.data.pairs import PairOptions, make_pair_dataset
     from l3_keras.evaluate.avc import balanced_pairs
 
     cfg = get_preset("tiny")
-    data_config = DataConfig.for_model(cfg)
-    train_ds = make_pair_dataset(train, cfg, data_config, training=True, seed=seed,
-                                 batch_size=batch, samples_per_record=4)
-    val_x, val_y = balanced_pairs(val, cfg, data_config, val_pairs, seed)
+    train_ds = make_pair_dataset(train, cfg, training=True, seed=seed, batch_size=batch,
+                                 options=PairOptions(pairs_per_video=4))
+    val_x, val_y = balanced_pairs(val, cfg, val_pairs, seed)
     tuner = kt.RandomSearch(build_model, kt.Objective(OBJECTIVE, "max"), max_trials=max_trials,
                             seed=seed, directory=directory, project_name="l3_tiny",
                             overwrite=overwrite)
@@ -77,8 +75,7 @@ def search(train, val, directory, max_trials=4, steps_per_trial=50, batch=32, va
               for t in tuner.oracle.get_best_trials(max_trials)]
     best = {"best": trials[0]["hyperparameters"], OBJECTIVE: trials[0][OBJECTIVE],
             "trials": trials, "steps_per_trial": steps_per_trial, "val_pairs": len(val_y)}
-    with open(os.path.join(directory, "best.json"), "w") as f:
-        json.dump(best, f, indent=1)
+    files.write_json(os.path.join(directory, "best.json"), best, indent=1)
     return best
 
 

@@ -8,9 +8,9 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "${L3_GPU:-0}" = "1" ]; then
   grep -v '^tensorflow-cpu' requirements.txt > .venv/requirements-gpu.txt
-  .venv/bin/python -m pip install -q -r .venv/requirements-gpu.txt -e ".[gpu]"
+  .venv/bin/python -m pip install -q -r .venv/requirements-gpu.txt -r requirements-test.txt -e ".[gpu]"
 else
-  .venv/bin/python -m pip install -q -r requirements.txt -e .
+  .venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt -e .
 fi
 # The serving protos' own requirements would pull a second TensorFlow: install them alone.
 .venv/bin/python -m pip install -q --no-deps -r requirements-serving.txt

@@ -18,7 +18,8 @@ TINY = get_preset("tiny")
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("avc")
-    synthetic.make_collection(str(root / "clips"), 3, seconds=3.0, kinds=3, seed=5)
+    synthetic.make_collection(str(root / "clips"), 3,
+                              synthetic.ClipSpec(seconds=3.0, kinds=3, seed=5))
     prepare(str(root / "clips"), str(root / "shards"), DataConfig.for_model(TINY),
             videos_per_shard=2, progress=False)
     return str(root / "shards")
@@ -34,7 +35,7 @@ def test_wilson_interval_matches_known_values():
 def test_evaluate_avc_is_balanced_deterministic_and_reported(shards, tmp_path):
     keras.utils.set_random_seed(0)
     l3 = models.build_l3(TINY)
-    x, y = avc.balanced_pairs(shards, TINY, DataConfig.for_model(TINY), 40, seed=3)
+    x, y = avc.balanced_pairs(shards, TINY, 40, seed=3)
     assert x["image"].shape == (40, 64, 64, 3) and x["audio"].shape == (40, 16000)
     assert (y == 1).sum() == (y == 0).sum() == 20
     first = avc.evaluate_avc(l3, shards, TINY, num_pairs=40, seed=3)

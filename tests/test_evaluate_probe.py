@@ -48,7 +48,7 @@ def test_bad_collections_raise_one_clear_error(tmp_path):
     with pytest.raises(L3Error, match="label_from"):
         lp.list_labelled(tmp_path, "filename")
     with pytest.raises(L3Error, match="No image files"):
-        lp.list_labelled(tmp_path, kind="image")
+        lp.list_labelled(tmp_path, media_type="image")
     with pytest.raises(L3Error, match="at least 2 classes"):
         lp.probe(None, TINY, lp.list_labelled(tmp_path))
 
@@ -111,9 +111,9 @@ def _render_kind_images(root, per_class=8, seed=0):
 
 def test_image_probe_on_rendered_frames_and_cli(tmp_path, capsys):
     _render_kind_images(tmp_path / "images")
-    items = lp.list_labelled(tmp_path / "images", kind="image")
+    items = lp.list_labelled(tmp_path / "images", media_type="image")
     assert len(items) == 32
-    result = lp.probe(_random_l3(), TINY, items, kind="image", feature="embedding", k=4,
+    result = lp.probe(_random_l3(), TINY, items, media_type="image", feature="embedding", k=4,
                       compare_random=False)
     assert result["trained"]["feature_dim"] == 128 and "random" not in result
     assert result["trained"]["mean"] >= 0.75  # colours are easy even for random features

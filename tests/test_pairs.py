@@ -10,18 +10,20 @@ import tensorflow as tf
 
 from l3_keras.config import DataConfig, get_preset
 from l3_keras.data import pairs, synthetic, video
+from l3_keras.data import shards as shards_lib
+from l3_keras.data.pairs import PairOptions
 from l3_keras.data.prepare import prepare
 from l3_keras.errors import L3Error
 
 TINY = get_preset("tiny")
-DATA = DataConfig.for_model(TINY)  # 16 kHz, 73 px short side, 64 px crop
+DATA = DataConfig.for_model(TINY)  # 16 kHz, 73 px short side (the 64 px crop is the model's)
 HOP = 160  # 10 ms at 16 kHz: the time step of this test's own frequency tracking
 
 
 def _prepare(inputs, out_dir, videos_per_shard, data_config=DATA):
     """Prepares the videos under `inputs` into shards of `videos_per_shard`; returns the files."""
     prepare(inputs, out_dir, data_config, videos_per_shard=videos_per_shard, progress=False)
-    return pairs.shard_files(str(out_dir))
+    return shards_lib.list_shards(str(out_dir))
 
 
 def _take(ds, n):
@@ -30,8 +32,8 @@ def _take(ds, n):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    return synthetic.make_collection(str(tmp_path_factory.mktemp("clips")), 8, seconds=4, kinds=4,
-                                     size=(96, 96), seed=1)
+    spec = synthetic.ClipSpec(seconds=4, kinds=4, size=(96, 96), seed=1)
+    return synthetic.make_collection(str(tmp_path_factory.mktemp("clips")), 8, spec)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,8 @@ def schedule_shards(tmp_path_factory):
 
 
 def test_element_spec_and_ranges(shards):
-    ds = pairs.make_pair_dataset(shards, TINY, DATA, training=True, seed=0, batch_size=16,
-                                 shuffle_buffer=64)
+    ds = pairs.make_pair_dataset(shards, TINY, training=True, seed=0, batch_size=16,
+                                 options=PairOptions(shuffle_buffer=64))
     assert ds.element_spec == (
         {"image": tf.TensorSpec([16, 64, 64, 3], tf.float32),
          "audio": tf.TensorSpec([16, 16000], tf.float32)},
@@ -71,8 +73,9 @@ def _dominant_segments(audio, schedule):
 def test_positives_are_aligned_with_the_schedule(schedule_shards):
     files, meta = schedule_shards
     schedule, step = meta["schedule"], meta["step"]
-    ds = pairs.make_pair_dataset(files, TINY, DATA, training=False, seed=0, repeat=True,
-                                 block_size=16, samples_per_record=8, with_metadata=True)
+    ds = pairs.make_pair_dataset(files, TINY, training=False, seed=0, repeat=True,
+                                 with_metadata=True,
+                                 options=PairOptions(block_size=16, pairs_per_video=8))
     positives = 0
     for inputs, label, m in _take(ds, 96):
         t, start = m["frame_time"], m["audio_start"]
@@ -94,8 +97,8 @@ def test_positives_are_aligned_with_the_schedule(schedule_shards):
 
 
 def test_negatives_come_from_other_videos_and_labels_balance(shards):
-    ds = pairs.make_pair_dataset(shards, TINY, DATA, training=True, seed=3, block_size=64,
-                                 samples_per_record=4, with_metadata=True)
+    ds = pairs.make_pair_dataset(shards, TINY, training=True, seed=3, with_metadata=True,
+                                 options=PairOptions(block_size=64, pairs_per_video=4))
     ds = ds.map(lambda x, y, m: (y, m["video_id"], m["audio_video_id"]))  # skip image decoding
     labels, ids, audio_ids = map(np.array, zip(*_take(ds, 63 * 64)))
     assert np.all((labels == 1) == (ids == audio_ids))
@@ -104,9 +107,9 @@ def test_negatives_come_from_other_videos_and_labels_balance(shards):
     assert set(labels.reshape(-1, 64).sum(axis=1)) == {32}
 
 
-def _batches(files, seed, n=100, **kwargs):
-    ds = pairs.make_pair_dataset(files, TINY, DATA, training=True, seed=seed, batch_size=4,
-                                 block_size=16, shuffle_buffer=64, **kwargs)
+def _batches(files, seed, n=100):
+    ds = pairs.make_pair_dataset(files, TINY, training=True, seed=seed, batch_size=4,
+                                 options=PairOptions(block_size=16, shuffle_buffer=64))
     return _take(ds, n)
 
 
@@ -120,8 +123,8 @@ def test_same_seed_gives_same_batches(shards):
 
 
 def test_evaluation_pairs_are_fixed_and_finite(shards):
-    ds = pairs.make_pair_dataset(shards, TINY, DATA, training=False, seed=0, batch_size=4,
-                                 block_size=8, samples_per_record=2)
+    ds = pairs.make_pair_dataset(shards, TINY, training=False, seed=0, batch_size=4,
+                                 options=PairOptions(block_size=8, pairs_per_video=2))
     one, two = _take(ds, 1000), _take(ds, 1000)
     assert len(one) == 4  # 8 videos x 2 samples, one pass
     for (x1, y1), (x2, y2) in zip(one, two):
@@ -133,25 +136,26 @@ def test_evaluation_pairs_are_fixed_and_finite(shards):
 def test_input_context_shards_files_and_batches_per_replica(shards):
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
                                          num_replicas_in_sync=4)
-    assert pairs.shard_files(shards, context) == sorted(shards)[1::2]
-    ds = pairs.make_pair_dataset(shards, TINY, DATA, training=True, seed=0, batch_size=32,
+    assert shards_lib.for_pipeline(sorted(shards), context) == sorted(shards)[1::2]
+    ds = pairs.make_pair_dataset(shards, TINY, training=True, seed=0, batch_size=32,
                                  input_context=context)
     assert ds.element_spec[1].shape == [8]
     too_many = tf.distribute.InputContext(num_input_pipelines=5, input_pipeline_id=0)
     with pytest.raises(L3Error, match="4 shard file.*5 input pipelines"):
-        pairs.make_pair_dataset(shards, TINY, DATA, training=True, input_context=too_many)
+        pairs.make_pair_dataset(shards, TINY, training=True, input_context=too_many)
 
 
 def test_clear_errors(shards, tmp_path):
     with pytest.raises(L3Error, match="No record files"):
-        pairs.make_pair_dataset([], TINY, DATA, training=True)
+        pairs.make_pair_dataset([], TINY, training=True)
     paper = get_preset("paper")
-    with pytest.raises(L3Error, match="16000 Hz but the model 'paper' expects 48000 Hz"):
-        pairs.make_pair_dataset(shards, paper, DataConfig.for_model(paper), training=True)
-    with pytest.raises(L3Error, match="sample_rate 16000 Hz != the model's 48000"):
-        pairs.make_pair_dataset(shards, paper, DATA, training=True)
+    # The shards' manifest says 16 kHz; decoding settings for direct mode are checked alike.
+    with pytest.raises(L3Error, match="16000 Hz but preset 'paper' takes 48000 Hz"):
+        pairs.make_pair_dataset(shards, paper, training=True)
+    with pytest.raises(L3Error, match="16000 Hz but preset 'paper' takes 48000 Hz"):
+        pairs.make_pair_dataset_from_videos(shards, paper, DATA, training=True)
     with pytest.raises(L3Error, match="at least 2 distinct videos"):
-        pairs.make_pair_dataset([_one_video_shard(tmp_path)], TINY, DATA, training=True)
+        pairs.make_pair_dataset([_one_video_shard(tmp_path)], TINY, training=True)
 
 
 def _one_video_shard(tmp_path):
@@ -164,8 +168,8 @@ def test_direct_mode_skips_bad_files(clips, tmp_path):
     broken.write_bytes(b"not a video")
     skipped = []
     ds = pairs.make_pair_dataset_from_videos(
-        [str(broken)] + clips, TINY, DATA, training=True, seed=0, batch_size=8, block_size=16,
-        samples_per_record=4, shuffle_buffer=16, skipped=skipped, with_metadata=True)
+        [str(broken)] + clips, TINY, DATA, training=True, seed=0, batch_size=8, skipped=skipped,
+        with_metadata=True, options=PairOptions(block_size=16, pairs_per_video=4, shuffle_buffer=16))
     batches = _take(ds, 6)
     assert [p for p, _ in skipped] == [str(broken)]
     ids = {i for _, _, m in batches for i in m["video_id"]}
@@ -179,8 +183,8 @@ def test_direct_mode_skips_bad_files(clips, tmp_path):
 @pytest.mark.slow
 def test_real_media_prepared_shards(real_media, tmp_path):
     files = _prepare(real_media / "av-clips", tmp_path, 8)
-    ds = pairs.make_pair_dataset(files, TINY, DATA, training=True, seed=0, batch_size=16,
-                                 samples_per_record=4, with_metadata=True)
+    ds = pairs.make_pair_dataset(files, TINY, training=True, seed=0, batch_size=16,
+                                 with_metadata=True, options=PairOptions(pairs_per_video=4))
     for inputs, label, meta in _take(ds, 20):
         assert np.isfinite(inputs["audio"]).all() and inputs["image"].shape == (16, 64, 64, 3)
         assert np.all((label == 1) == (meta["video_id"] == meta["audio_video_id"]))
@@ -191,13 +195,13 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from l3_keras.config import DataConfig, get_preset
+    from l3_keras.config import get_preset
     from l3_keras.data import pairs
     model = get_preset("tiny")
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    ds = pairs.distributed_pair_dataset(strategy, sys.argv[1:], model, DataConfig.for_model(model),
-                                        global_batch=8, training=True, seed=0, block_size=16,
-                                        shuffle_buffer=32)
+    ds = pairs.distributed_pair_dataset(strategy, sys.argv[1:], model, global_batch=8,
+                                        training=True, seed=0,
+                                        options=pairs.PairOptions(block_size=16, shuffle_buffer=32))
     for step, (inputs, label) in zip(range(2), ds):
         parts = strategy.experimental_local_results(inputs["audio"])
         assert [p.shape.as_list() for p in parts] == [[4, 16000]] * 2, parts
@@ -224,7 +228,7 @@ def test_real_media_direct_mode(real_media):
     paths = video.iter_video_paths(real_media / "av-clips")
     skipped = []
     ds = pairs.make_pair_dataset_from_videos(
-        paths, TINY, DATA, training=False, seed=0, batch_size=8, block_size=16,
-        samples_per_record=4, skipped=skipped)
+        paths, TINY, DATA, training=False, seed=0, batch_size=8, skipped=skipped,
+        options=PairOptions(block_size=16, pairs_per_video=4))
     for inputs, label in _take(ds, 6):
         assert inputs["image"].shape == (8, 64, 64, 3) and np.isfinite(inputs["audio"]).all()

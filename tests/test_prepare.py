@@ -18,7 +18,7 @@ import tensorflow as tf
 from l3_keras import cli
 from l3_keras.config import DataConfig
 from l3_keras.data import records
-from l3_keras.data.prepare import _decode_all, _jobs, merge_manifests, prepare
+from l3_keras.data.prepare import decode_all, list_jobs, merge_manifests, prepare
 from l3_keras.data.video import iter_video_paths
 from l3_keras.errors import L3Error
 from tests.clips import decode_or_crash, write_clip
@@ -209,7 +209,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(clips, tmp_path):
 def test_a_crashing_decoder_costs_one_video(clips, tmp_path):
     for name in ("a.mp4", "crash.mp4", "z.mp4"):
         shutil.copy(clips / "cat/a.mp4", tmp_path / name)
-    outcomes = _decode_all(_jobs(tmp_path, None), SMALL, 2, decode=decode_or_crash)
+    outcomes = decode_all(list_jobs(tmp_path, None), SMALL, 2, decode=decode_or_crash)
     results = {job.video_id: result for job, result in outcomes}
     assert results["crash.mp4"] == "decoder crashed"
     assert len(results["a.mp4"]["audio"]) == len(results["z.mp4"]["audio"]) > 2 * 8000 - 1
@@ -248,5 +248,5 @@ def test_preset_sets_rate_and_frame_size(clips, tmp_path):
     args = ["prepare", str(clips), "--out", str(tmp_path), "--preset", "tiny", "--no-progress"]
     assert cli.main(args) == 0
     config = json.loads((tmp_path / "manifest.json").read_text())["data_config"]
-    sizes = (config["sample_rate"], config["frame_short_side"], config["crop_size"])
-    assert sizes == (16000, 73, 64)
+    sizes = (config["sample_rate"], config["frame_short_side"])
+    assert sizes == (16000, 73)  # the 64 px crop is the model's image_size

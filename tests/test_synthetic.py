@@ -125,15 +125,16 @@ def test_schedule_clip_brightness_and_tone_follow_time(tmp_path):
 
 
 def test_collection_is_cached_and_independent_of_workers(tmp_path):
-    paths = synthetic.make_collection(str(tmp_path / "a"), 3, seconds=3, kinds=4, seed=5)
+    SPEC = synthetic.ClipSpec(seconds=3, kinds=4, seed=5)
+    paths = synthetic.make_collection(str(tmp_path / "a"), 3, SPEC)
     assert [os.path.basename(p) for p in paths] == [f"clip_0000{i}.mp4" for i in range(3)]
     stamps = [os.stat(p).st_mtime_ns for p in paths]
-    assert synthetic.make_collection(str(tmp_path / "a"), 3, seconds=3, kinds=4, seed=5) == paths
+    assert synthetic.make_collection(str(tmp_path / "a"), 3, SPEC) == paths
     assert [os.stat(p).st_mtime_ns for p in paths] == stamps  # nothing was rewritten
     assert not [f for f in os.listdir(tmp_path / "a") if ".tmp" in f]
-    other = synthetic.make_collection(str(tmp_path / "b"), 3, seconds=3, kinds=4, seed=5, workers=2)
+    other = synthetic.make_collection(str(tmp_path / "b"), 3, SPEC, workers=2)
     for p, q in zip(paths, other):
         assert synthetic.read_sidecar(p)["events"] == synthetic.read_sidecar(q)["events"]
     # Other parameters regenerate the cached clips.
-    synthetic.make_collection(str(tmp_path / "a"), 3, seconds=2, kinds=4, seed=5)
+    synthetic.make_collection(str(tmp_path / "a"), 3, SPEC.replace(seconds=2))
     assert synthetic.read_sidecar(paths[0])["seconds"] == 2.0

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from l3_keras import train
-from l3_keras.config import DataConfig, TrainConfig, get_preset
+from l3_keras.config import TrainConfig, get_preset
 from l3_keras.errors import L3Error
+from l3_keras.data import shards as shards_lib
+from l3_keras.data import synthetic
 from l3_keras.train import checkpoint, data, rundir, strategy
 from tests.train_helpers import FAST, TINY, make_shards
 
@@ -26,11 +28,23 @@ def test_train_config_round_trip():
 
 def test_split_holds_out_whole_shards_deterministically():
     files = [f"s{i:02d}.tfrecord" for i in range(20)]
-    tr, val = data.split_shards(list(reversed(files)), 0.1)
+    tr, val = shards_lib.split(list(reversed(files)), 0.1)
     assert val == ["s05.tfrecord", "s15.tfrecord"] and not set(tr) & set(val)
     assert sorted(tr + val) == files
     with pytest.raises(L3Error, match="at least 2 shards"):
-        data.split_shards(files[:1], 0.1)
+        shards_lib.split(files[:1], 0.1)
+
+
+def test_default_shard_size_leaves_videos_held_out(tmp_path):
+    # `l3 train --data FOLDER` with no --videos-per-shard: a small collection must not end up in
+    # one shard (nothing could be held out); the default cuts it into enough whole-video shards.
+    videos = tmp_path / "videos"
+    synthetic.make_collection(str(videos), 24, synthetic.ClipSpec(seconds=1.5, kinds=2,
+                                                                  size=(80, 80)))
+    inputs = train.find_inputs(str(videos), TINY, FAST, str(tmp_path / "prepared"))
+    held_out = shards_lib.labels_by_video(inputs.val)
+    trained = shards_lib.labels_by_video(inputs.train)
+    assert len(held_out) >= 2 and len(trained) >= 20 and not set(held_out) & set(trained)
 
 
 def test_global_batch_must_split_over_replicas():
@@ -43,7 +57,7 @@ def test_global_batch_must_split_over_replicas():
 
 
 def test_clear_errors_before_training(tmp_path, shards):
-    inputs = train.Inputs(*data.split_shards(data.resolve_shards(shards, None, None), 0.5))
+    inputs = train.Inputs(*shards_lib.split(data.resolve(shards, TINY, None), 0.5))
     empty = tmp_path / "novideos"
     empty.mkdir()
     with pytest.raises(L3Error, match="No videos"):
@@ -65,9 +79,9 @@ def test_clear_errors_before_training(tmp_path, shards):
 
 
 def test_short_run_fills_the_run_directory_and_resumes_finished(tmp_path, shards):
-    inputs, _ = train.find_inputs(shards, TINY, FAST.replace(val_fraction=0.34), None)
+    inputs = train.find_inputs(shards, TINY, FAST.replace(val_fraction=0.34), None)
     run_dir = tmp_path / "run"
-    model, results = train.fit_model(run_dir, TINY, FAST, inputs)
+    model, results = train.train(run_dir, TINY, FAST, inputs)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"] == json.loads(TINY.to_json())
     assert TrainConfig.from_dict(config["train"]) == FAST
@@ -83,7 +97,7 @@ def test_short_run_fills_the_run_directory_and_resumes_finished(tmp_path, shards
     for a, b in zip(reloaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
     # The same command again: the run is complete, so it only restores and evaluates.
-    again = train.train(run_dir, TINY, FAST, inputs)
+    _, again = train.train(run_dir, TINY, FAST, inputs)
     assert again["steps"] == FAST.total_steps
     assert len(rundir.read_history(run_dir)) == 2
     with pytest.raises(L3Error, match="another model"):
@@ -110,9 +124,9 @@ def test_checkpoint_restores_optimizer_state(tmp_path):
 @pytest.mark.parametrize("precision,compute", [("bf16", "bfloat16"), ("fp16", "float16")])
 def test_mixed_precision_run_keeps_front_end_and_weights_float32(tmp_path, shards, precision,
                                                                  compute):
-    inputs, _ = train.find_inputs(shards, TINY, FAST.replace(val_fraction=0.34), None)
+    inputs = train.find_inputs(shards, TINY, FAST.replace(val_fraction=0.34), None)
     tc = FAST.replace(mixed_precision=precision, epochs=1)
-    model, results = train.fit_model(tmp_path / "run", TINY, tc, inputs)
+    model, results = train.train(tmp_path / "run", TINY, tc, inputs)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
     assert model.get_layer("vision_block2_conv1").compute_dtype == compute
     for name in ("audio_spectrogram", "audio_bn_input", "fusion_softmax"):
@@ -123,7 +137,7 @@ def test_mixed_precision_run_keeps_front_end_and_weights_float32(tmp_path, shard
     assert all(np.isfinite(r["loss"]) for r in history)
     reloaded = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert reloaded.get_layer("vision_block2_conv1").compute_dtype == compute
-    batch = next(iter(data.validation_pairs(inputs.val, TINY, DataConfig.for_model(TINY), 8, 8, 0)))[0]
+    batch = next(iter(data.held_out_pairs(inputs.val, TINY, 8, 8, 0, 4)))[0]
     probs = reloaded.predict(batch, verbose=0)
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs, model.predict(batch, verbose=0), atol=1e-6)

@@ -31,12 +31,12 @@ MIRRORED = textwrap.dedent("""
     from tests.train_helpers import FAST, TINY
     shards, run_dir = sys.argv[1:3]
     tc = FAST.replace(strategy="mirrored", batch_per_replica=4)
-    inputs, _ = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
+    inputs = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
     try:
         train.train(run_dir + "-bad", TINY, tc.replace(global_batch=9), inputs)
     except L3Error as e:
         bad = str(e)
-    model, results = train.fit_model(run_dir, TINY, tc, inputs)
+    model, results = train.train(run_dir, TINY, tc, inputs)
     spread = {v.path: float(np.max(np.abs(v.value.values[0].numpy() - v.value.values[1].numpy())))
               for v in model.weights}
     print("RESULT", json.dumps({"replicas": len(model.weights[0].value.values), "spread": spread,
@@ -62,10 +62,10 @@ WORKER = textwrap.dedent("""
     from tests.train_helpers import FAST, TINY
     shards, run_dir, out = sys.argv[1:4]
     tc = FAST.replace(strategy="multiworker", batch_per_replica=8, epochs=2, steps_per_epoch=4)
-    inputs, dc = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
-    model, results = train.fit_model(run_dir, TINY, tc, inputs)  # the strategy comes first
+    inputs = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
+    model, results = train.train(run_dir, TINY, tc, inputs)  # the strategy comes first
     np.savez(out, *[w for w in model.get_weights()])
-    batch = next(iter(pairs.make_pair_dataset(inputs.train, TINY, dc, training=False, batch_size=32)))
+    batch = next(iter(pairs.make_pair_dataset(inputs.train, TINY, training=False, batch_size=32)))
     def loss_of(model):
         probs = model(batch[0], training=False)
         return float(keras.losses.sparse_categorical_crossentropy(batch[1], probs).numpy().mean())

@@ -39,10 +39,11 @@ def test_flickr_recipe_trains_and_exports(tmp_path):
 
 
 def test_synthetic_defaults_keep_the_ceiling_above_the_target():
-    from l3_keras.train.ceiling import avc_ceiling
+    from l3_keras.data.ceiling import avc_ceiling
 
     spec = recipe.SYNTHETIC
-    assert spec["kinds"] == len(synthetic.KINDS)
-    assert avc_ceiling(pairs=4000, clips=100, **spec) > 0.91
+    assert spec.kinds == len(synthetic.KINDS)
+    assert avc_ceiling(spec, pairs=4000, clips=100) > 0.91
     # Long silent gaps make frames between events ambiguous: the old defaults cap lower.
-    assert avc_ceiling(10, event_seconds=(1.0, 3.0), max_gap=1.0, pairs=4000, clips=100) < 0.9
+    old = synthetic.ClipSpec(kinds=10, event_seconds=(1.0, 3.0), max_gap=1.0)
+    assert avc_ceiling(old, pairs=4000, clips=100) < 0.9

@@ -5,6 +5,7 @@ import sys
 
 from l3_keras.config import DataConfig, TrainConfig, get_preset
 from l3_keras.data import synthetic
+from l3_keras.data.synthetic import ClipSpec
 from l3_keras.data.prepare import prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,10 +20,10 @@ def make_shards(folder, clips=6, seconds=3.0, videos_per_shard=2, labelled=False
     videos = os.path.join(folder, "videos")
     if labelled:
         for i, name in enumerate(("drums", "violin")):
-            synthetic.make_collection(os.path.join(videos, name), clips // 2, seconds=seconds,
-                                      kinds=4, seed=i, size=(80, 80))
+            synthetic.make_collection(os.path.join(videos, name), clips // 2,
+                                      ClipSpec(seconds=seconds, kinds=4, seed=i, size=(80, 80)))
     else:
-        synthetic.make_collection(videos, clips, seconds=seconds, kinds=4, size=(80, 80))
+        synthetic.make_collection(videos, clips, ClipSpec(seconds=seconds, kinds=4, size=(80, 80)))
     out = os.path.join(folder, "shards")
     prepare(videos, out, DataConfig.for_model(TINY), videos_per_shard=videos_per_shard,
             label_from="folder" if labelled else None, progress=False)

@@ -46,7 +46,6 @@ def trained_tiny(root=None) -> Trained:
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     with open(os.path.join(run_dir, "config.json")) as f:
         val_shards = json.load(f)["inputs"]["val"]
-    val_clips = synthetic.make_collection(os.path.join(root, "localize"), LOCALIZE_CLIPS, seed=12345,
-                                          distractor=True, sample_rate=TINY.sample_rate,
-                                          **recipe.SYNTHETIC)
+    spec = recipe.SYNTHETIC.replace(seed=12345, distractor=True, sample_rate=TINY.sample_rate)
+    val_clips = synthetic.make_collection(os.path.join(root, "localize"), LOCALIZE_CLIPS, spec)
     return Trained(model, TINY, DataConfig.for_model(TINY), val_clips, val_shards, results)

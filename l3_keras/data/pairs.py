@@ -1,16 +1,16 @@
 """The audio-visual correspondence (AVC) pair stream (paper Sec. 3.3).
 
-Elements are `({"image": float32 [crop, crop, 3] in [0, 1], "audio": float32 [samples] in [-1, 1]},
+Elements are `({"image": float32 [H, W, 3] in [0, 1], "audio": float32 [samples] in [-1, 1]},
 label int32)`: label 1 when the 1 s of audio contains the moment the frame was shown (a positive),
 0 when the audio comes from a different video (a negative). `samples` is
-`model_config.audio_samples` (sample_rate x 1 s).
+`model_config.audio_samples` (sample_rate x 1 s) and [H, W] its image_size.
 
 Pipeline (one path for shards and for videos read directly):
 
     records --sample_record--> per-record samples (frame JPEG + its time, the 1 s window that
         contains it, one random 1 s window for negatives; int16)
-    --shuffle--> blocks of `block_size` --pair_block--> exactly half positives; every negative gets
-        the random window of a block-mate from another video_id
+    --shuffle--> blocks of `PairOptions.block_size` --pair_block--> exactly half positives; every
+        negative gets the random window of a block-mate from another video_id
     --unbatch--> decode only the crop of the JPEG, augment, int16 -> float --batch--> per replica
 
 `sample_record` is the ONE function that picks timestamps, so positives overlap by construction.
@@ -19,21 +19,19 @@ same pairs, and the evaluation stream (training=False) is the same set of pairs 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import random
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from l3_keras.config import DataConfig, ModelConfig
-from l3_keras.data import records
+from l3_keras.config import DataConfig, ModelConfig, check_fits
+from l3_keras.data import records, shards
 from l3_keras.errors import L3Error
 
 AUTOTUNE = tf.data.AUTOTUNE
-BLOCK_SIZE = 64  # samples paired together (negatives come from block-mates)
-SHUFFLE_BUFFER = 512  # training samples; each holds a JPEG and 2 s of int16 audio (~200 KB at 48 kHz)
 GAIN_DB = 6.0  # training audio gain is uniform in +-GAIN_DB
 BRIGHTNESS_DELTA = 0.12  # training brightness jitter, added to [0, 1] pixels
 SATURATION_RANGE = (0.7, 1.3)  # training saturation factor
@@ -41,6 +39,28 @@ SATURATION_RANGE = (0.7, 1.3)  # training saturation factor
 _SAMPLE, _PAIR, _AUGMENT, _FILES, _SHUFFLE = range(5)
 
 _log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairOptions:
+    """Tuning knobs of the pair stream: throughput and mixing, never what a pair is.
+
+    Attributes:
+        pairs_per_video: pairs drawn from each parsed record (one video). Parsing a 10 s
+            paper-size record costs about as much as augmenting one pair, so 2-4 raise throughput
+            (benchmarks/pairs.py prints the figures); the shuffle buffer spreads a video's pairs
+            apart. Training takes TrainConfig.pairs_per_video.
+        block_size: samples paired together (negatives come from block-mates); each block is
+            exactly half positives.
+        shuffle_buffer: samples in the training shuffle buffer; each holds a JPEG and 2 s of int16
+            audio (~200 KB at 48 kHz).
+        cycle_length: shards read in parallel (interleaved).
+    """
+
+    pairs_per_video: int = 1
+    block_size: int = 64
+    shuffle_buffer: int = 512
+    cycle_length: int = 8
 
 
 def _key(seed: tf.Tensor, salt: int, index: tf.Tensor) -> tf.Tensor:
@@ -164,26 +184,31 @@ def pair_block(block: dict, key: tf.Tensor) -> dict:
 # Per-element decoding and augmentation
 
 
-def _decode_image(jpeg, key, crop: int, training: bool):
-    """float32 [crop, crop, 3] in [0, 1]: a random (training) or centre crop, decoded alone."""
+def _decode_image(jpeg, key, crop, training: bool):
+    """float32 [height, width, 3] in [0, 1]: a random (training) or centre crop, decoded alone.
+
+    Args:
+        crop: (height, width), the model's image_size.
+    """
+    crop_h, crop_w = crop
     shape = tf.image.extract_jpeg_shape(jpeg)
     h, w = shape[0], shape[1]
     tf.debugging.assert_greater_equal(
-        tf.minimum(h, w), crop,
-        message=f"A stored frame is smaller than crop_size {crop}; prepare the data with "
-                f"DataConfig.frame_short_side >= crop_size.")
+        tf.minimum(h - crop_h, w - crop_w), 0,
+        message=f"A stored frame is smaller than the {crop_h}x{crop_w} crop; prepare the data "
+                f"with DataConfig.for_model of the preset.")
     k_y, k_x, k_flip, k_bright, k_sat = tf.unstack(tf.random.experimental.stateless_split(key, 5))
     if training:
-        y = _uniform_int(k_y, [], h - crop + 1)
-        x = _uniform_int(k_x, [], w - crop + 1)
+        y = _uniform_int(k_y, [], h - crop_h + 1)
+        x = _uniform_int(k_x, [], w - crop_w + 1)
     else:
-        y, x = (h - crop) // 2, (w - crop) // 2
-    image = tf.io.decode_and_crop_jpeg(jpeg, tf.stack([y, x, crop, crop]), channels=3)
+        y, x = (h - crop_h) // 2, (w - crop_w) // 2
+    image = tf.io.decode_and_crop_jpeg(jpeg, tf.stack([y, x, crop_h, crop_w]), channels=3)
     image = tf.image.convert_image_dtype(image, tf.float32)
     if training:
         image = tf.image.stateless_random_flip_left_right(image, k_flip)
         image = _colour_jitter(image, k_bright, k_sat)
-    return tf.ensure_shape(image, [crop, crop, 3])
+    return tf.ensure_shape(image, [crop_h, crop_w, 3])
 
 
 def _colour_jitter(image, k_bright, k_sat):
@@ -221,40 +246,32 @@ def _to_float_audio(pcm16, key, training: bool):
 def _pairs_from_records(
     records_ds: tf.data.Dataset,
     model_config: ModelConfig,
-    data_config: DataConfig,
     *,
     training: bool,
     seed: int,
     batch_size: Optional[int],
-    samples_per_record: int,
-    block_size: int,
-    shuffle_buffer: int,
+    options: PairOptions,
     with_metadata: bool,
 ) -> tf.data.Dataset:
-    """Parsed records -> (inputs, label[, metadata]) elements; shared by shards and direct mode."""
-    window = model_config.audio_samples
-    crop = data_config.crop_size
-    sr = float(model_config.sample_rate)
+    """Parsed records -> (inputs, label[, metadata]) elements; shared by shards and direct mode.
 
-    def check_rate(record):
-        # Records from another preset would silently train on the wrong pitch: fail loudly.
-        tf.debugging.assert_equal(
-            record["sample_rate"], tf.constant(model_config.sample_rate, tf.int64),
-            message=f"record sample_rate differs from the model's {model_config.sample_rate} Hz; "
-                    "prepare the data with DataConfig.for_model(model_config).")
-        return record
+    The records' sample rate was checked against the model before (`shards.check`, `check_fits`).
+    """
+    window = model_config.audio_samples
+    crop = tuple(model_config.image_size)
+    sr = float(model_config.sample_rate)
 
     def usable(record):
         # Too short for one window, or no frame inside the audio: nothing to sample.
         return (tf.shape(record["audio"])[0] >= window) & tf.reduce_any(_frames_in_audio(record))
 
     ds = records_ds.filter(usable).enumerate().map(
-        lambda i, r: sample_record(check_rate(r), _key(seed, _SAMPLE, i), samples_per_record, window),
+        lambda i, r: sample_record(r, _key(seed, _SAMPLE, i), options.pairs_per_video, window),
         num_parallel_calls=AUTOTUNE)
     ds = ds.unbatch()
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed + _SHUFFLE, reshuffle_each_iteration=True)
-    ds = ds.batch(block_size).filter(lambda b: tf.reduce_any(b["video_id"] != b["video_id"][0]))
+        ds = ds.shuffle(options.shuffle_buffer, seed=seed + _SHUFFLE, reshuffle_each_iteration=True)
+    ds = ds.batch(options.block_size).filter(lambda b: tf.reduce_any(b["video_id"] != b["video_id"][0]))
     ds = ds.enumerate().map(lambda i, b: pair_block(b, _key(seed, _PAIR, i)),
                             num_parallel_calls=AUTOTUNE)
     ds = ds.unbatch().enumerate()
@@ -279,81 +296,24 @@ def _pairs_from_records(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def _check_configs(model_config: ModelConfig, data_config: DataConfig) -> None:
-    if data_config.sample_rate != model_config.sample_rate:
-        raise L3Error(
-            f"DataConfig.sample_rate {data_config.sample_rate} Hz != the model's "
-            f"{model_config.sample_rate} Hz ({model_config.name!r}); use DataConfig.for_model.")
-    if data_config.crop_size != model_config.image_size[0]:
-        raise L3Error(f"DataConfig.crop_size {data_config.crop_size} != the model's image size "
-                      f"{model_config.image_size}; use DataConfig.for_model.")
-
-
-def _check_shards(files: Sequence[str], model_config: ModelConfig) -> None:
-    """Eagerly reads the first records: sample rate of the first, and >= 2 distinct videos."""
-    ids = set()
-    for serialized in tf.data.TFRecordDataset(list(files)):
-        record = records.parse_example(serialized)
-        if not ids and int(record["sample_rate"]) != model_config.sample_rate:
-            raise L3Error(
-                f"The records hold audio at {int(record['sample_rate'])} Hz but the model "
-                f"{model_config.name!r} expects {model_config.sample_rate} Hz; prepare the videos "
-                "again with DataConfig.for_model(model_config).")
-        ids.add(bytes(record["video_id"].numpy()))
-        if len(ids) >= 2:
-            return
-    raise L3Error(f"Pairs need at least 2 distinct videos (negatives come from another video); "
-                  f"the {len(files)} shard(s) hold {len(ids)}.")
-
-
-def shard_files(files: Sequence[str], input_context=None) -> List[str]:
-    """Sorted shard files, the input pipeline's share when distributed.
-
-    Args:
-        files: a list of paths, a glob pattern, or a prepared folder (its *.tfrecord files).
-        input_context: keep every num_input_pipelines-th file from input_pipeline_id.
-
-    Raises:
-        L3Error: no files, or fewer files than input pipelines.
-    """
-    if isinstance(files, (str, os.PathLike)):
-        files = os.fspath(files)
-        pattern = os.path.join(files, "*.tfrecord") if tf.io.gfile.isdir(files) else files
-        files = tf.io.gfile.glob(pattern)
-    files = sorted(files)
-    if not files:
-        raise L3Error("No record files given; run `prepare` first or check the path/pattern.")
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        count = input_context.num_input_pipelines
-        if len(files) < count:
-            raise L3Error(f"{len(files)} shard file(s) cannot feed {count} input pipelines; "
-                          f"prepare with num_shards >= {count}.")
-        files = files[input_context.input_pipeline_id::count]
-    return files
-
-
 def make_pair_dataset(
     files,
     model_config: ModelConfig,
-    data_config: DataConfig,
     *,
     training: bool,
     seed: int = 0,
     batch_size: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
-    samples_per_record: int = 1,
-    block_size: int = BLOCK_SIZE,
-    shuffle_buffer: int = SHUFFLE_BUFFER,
-    cycle_length: int = 8,
     repeat: Optional[bool] = None,
     with_metadata: bool = False,
+    options: PairOptions = PairOptions(),
 ) -> tf.data.Dataset:
     """AVC pairs from prepared TFRecord shards.
 
     Args:
-        files: shard paths, a glob pattern, or a folder written by `prepare`.
-        model_config: gives the audio window (audio_samples) and image size.
-        data_config: gives crop_size; must match the model (DataConfig.for_model).
+        files: a `shards.ShardSet` (checked), or shard paths, a glob pattern, or a folder written
+            by `prepare`, which are checked here (`shards.check`).
+        model_config: gives the audio window (audio_samples) and the crop (image_size).
         training: random crop, flip, brightness/saturation jitter and +-6 dB gain, shuffling and
             endless repetition; otherwise a centre crop, no jitter, one pass, same pairs each pass.
         seed: all random choices derive from it (stateless); same seed, same pairs.
@@ -361,28 +321,19 @@ def make_pair_dataset(
             per replica); None yields single pairs.
         input_context: from `distribute_datasets_from_function`; this pipeline reads every
             num_input_pipelines-th file starting at input_pipeline_id.
-        samples_per_record: pairs drawn from each parsed record. Parsing a 10 s paper-size
-            record (~2 MB) costs about as much as augmenting one pair, so 2-4 raise throughput
-            from ~280 to ~420-450 pairs/s per core (benchmarks/pairs.py); the shuffle buffer
-            spreads a record's pairs apart.
-        block_size: samples paired together; each block is exactly half positives.
-        shuffle_buffer: samples in the training shuffle buffer.
-        cycle_length: shards read in parallel (interleaved).
         repeat: repeat forever; default `training`.
         with_metadata: elements become (inputs, label, metadata) with video_id, audio_video_id,
             frame_time (s) and audio_start (s) — for tests and debugging, not for `fit`.
+        options: tuning knobs (pairs per video, block, shuffle buffer, parallel shards).
 
     Returns:
-        tf.data.Dataset of ({"image": float32 [crop, crop, 3] in [0, 1],
+        tf.data.Dataset of ({"image": float32 [height, width, 3] in [0, 1],
         "audio": float32 [audio_samples] in [-1, 1]}, label int32), batched if batch_size.
 
     Raises:
-        L3Error: no files, fewer files than pipelines, a sample rate or crop that does not fit
-            the model, or fewer than 2 distinct videos.
+        L3Error: shards that `shards.check` refuses, or fewer files than pipelines.
     """
-    _check_configs(model_config, data_config)
-    files = shard_files(files, input_context)
-    _check_shards(files, model_config)
+    files = shards.for_pipeline(shards.check(files, model_config).files, input_context)
     if input_context is not None:
         seed = seed + 7919 * input_context.input_pipeline_id  # pipelines draw different pairs
         if batch_size:
@@ -394,27 +345,28 @@ def make_pair_dataset(
     if repeat:
         file_ds = file_ds.repeat()
     records_ds = file_ds.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
+        tf.data.TFRecordDataset, cycle_length=min(options.cycle_length, len(files)),
         num_parallel_calls=AUTOTUNE, deterministic=True,
     ).map(records.parse_example, num_parallel_calls=AUTOTUNE)
-    return _pairs_from_records(
-        records_ds, model_config, data_config, training=training, seed=seed,
-        batch_size=batch_size, samples_per_record=samples_per_record, block_size=block_size,
-        shuffle_buffer=shuffle_buffer, with_metadata=with_metadata)
+    return _pairs_from_records(records_ds, model_config, training=training, seed=seed,
+                               batch_size=batch_size, options=options, with_metadata=with_metadata)
 
 
 def distributed_pair_dataset(strategy: tf.distribute.Strategy, files, model_config: ModelConfig,
-                             data_config: DataConfig, *, global_batch: int, training: bool,
-                             seed: int = 0, **kwargs) -> tf.distribute.DistributedDataset:
+                             *, global_batch: int, training: bool, seed: int = 0,
+                             options: PairOptions = PairOptions()) -> tf.distribute.DistributedDataset:
     """`make_pair_dataset` for every input pipeline of `strategy`, batched per replica.
 
     Args:
+        files: as for make_pair_dataset; checked once here, not once per pipeline.
         global_batch: pairs per step over all replicas (paper: 16 per GPU).
-        **kwargs: passed to make_pair_dataset.
     """
+    checked = shards.check(files, model_config)
+
     def dataset_fn(input_context):
-        return make_pair_dataset(files, model_config, data_config, training=training, seed=seed,
-                                 batch_size=global_batch, input_context=input_context, **kwargs)
+        return make_pair_dataset(checked, model_config, training=training, seed=seed,
+                                 batch_size=global_batch, input_context=input_context,
+                                 options=options)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -481,10 +433,8 @@ def make_pair_dataset_from_videos(
     batch_size: Optional[int] = None,
     repeat: Optional[bool] = None,
     skipped: Optional[list] = None,
-    samples_per_record: int = 1,
-    block_size: int = BLOCK_SIZE,
-    shuffle_buffer: int = SHUFFLE_BUFFER,
     with_metadata: bool = False,
+    options: PairOptions = PairOptions(),
 ) -> tf.data.Dataset:
     """AVC pairs straight from video files, decoded on the fly with `video.decode_video`.
 
@@ -494,6 +444,7 @@ def make_pair_dataset_from_videos(
 
     Args:
         paths: video files (at least 2 that decode).
+        data_config: decoding settings (DataConfig.for_model of the preset, maybe with changes).
         repeat: cycle over the files forever (reshuffled each pass); default `training`.
         skipped: optional list that collects (path, reason) for every skipped file.
         Other arguments: as in make_pair_dataset.
@@ -502,9 +453,10 @@ def make_pair_dataset_from_videos(
         the same element spec as make_pair_dataset.
 
     Raises:
-        L3Error: no paths, or a data/model sample-rate or crop mismatch.
+        L3Error: fewer than 2 paths, or decoding settings that do not fit the model.
     """
-    _check_configs(model_config, data_config)
+    check_fits(model_config, data_config.sample_rate, data_config.frame_short_side,
+               "The decoding settings (DataConfig)")
     paths = sorted(map(str, paths))
     if len(paths) < 2:
         raise L3Error(f"Pairs need at least 2 videos (negatives come from another video); "
@@ -513,7 +465,5 @@ def make_pair_dataset_from_videos(
     records_ds = tf.data.Dataset.from_generator(
         lambda: _decoded_records(paths, data_config, repeat, seed, skipped),
         output_signature=_RECORD_SIGNATURE)
-    return _pairs_from_records(
-        records_ds, model_config, data_config, training=training, seed=seed,
-        batch_size=batch_size, samples_per_record=samples_per_record, block_size=block_size,
-        shuffle_buffer=shuffle_buffer, with_metadata=with_metadata)
+    return _pairs_from_records(records_ds, model_config, training=training, seed=seed,
+                               batch_size=batch_size, options=options, with_metadata=with_metadata)

@@ -27,20 +27,16 @@ import dataclasses
 import datetime
 import functools
 import glob
-import json
 import logging
 import multiprocessing
 import os
-import platform
 import sys
 from typing import Iterator, List, Optional, Sequence
 
-import av
-import tensorflow as tf
 import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-import l3_keras
+from l3_keras import files
 from l3_keras.config import DataConfig
 from l3_keras.data import records
 from l3_keras.data import video as video_lib
@@ -50,12 +46,17 @@ LABEL_SOURCES = ("folder",)
 MANIFEST_FORMAT = "l3_keras.prepare/1"
 # Rough record size per second of video: int16 audio plus ~0.3 bytes per pixel of JPEG (q90, 16:9).
 _JPEG_BYTES_PER_PIXEL = 0.3
+# A collection is cut into at least this many shards by default (when it has as many videos), so
+# that a held-out tenth of whole shards exists and several input pipelines have files to read.
+MIN_SHARDS = 20
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Job:
+class Job:
+    """One video to prepare: its absolute path, stored id and label."""
+
     path: str
     video_id: str
     label: str
@@ -82,7 +83,7 @@ def prepare(
         num_shards: machines the input list is split across; this call prepares
             `sorted_videos[shard_index::num_shards]`.
         shard_index: this machine's part, in [0, num_shards).
-        videos_per_shard: videos per TFRecord file; default from `data_config.shard_megabytes`.
+        videos_per_shard: videos per TFRecord file; default `default_videos_per_shard`.
         label_from: None, or "folder" to store each video's parent folder name as its label.
         progress: tqdm bar on stderr.
 
@@ -95,8 +96,8 @@ def prepare(
     _check_split(workers, num_shards, shard_index, videos_per_shard)
     if label_from is not None:
         check_choice("label_from", label_from, LABEL_SOURCES)
-    per_shard = videos_per_shard or default_videos_per_shard(data_config)
-    all_jobs = _jobs(inputs, label_from)
+    all_jobs = list_jobs(inputs, label_from)
+    per_shard = videos_per_shard or default_videos_per_shard(data_config, len(all_jobs))
     jobs = all_jobs[shard_index::num_shards]
     blocks = [jobs[k : k + per_shard] for k in range(0, len(jobs), per_shard)]
     names = [f"part-{shard_index:03d}-{k:05d}.tfrecord" for k in range(len(blocks))]
@@ -110,13 +111,13 @@ def prepare(
         total=len(jobs), initial=done_videos, unit="video", file=sys.stderr, disable=not progress,
         desc=f"prepare part {shard_index}/{num_shards}", dynamic_ncols=True,
     )
-    outcomes = _decode_all([job for k in todo for job in blocks[k]], data_config, workers)
+    outcomes = decode_all([job for k in todo for job in blocks[k]], data_config, workers)
     with bar, logging_redirect_tqdm(), contextlib.closing(outcomes):
         for k in todo:
             block = [_log_and_count(next(outcomes), bar) for _ in blocks[k]]
             _write_block(out_dir, names[k], block, settings)
 
-    sidecars = [_read_json(os.path.join(out_dir, name + ".json")) for name in names]
+    sidecars = [files.read_json(os.path.join(out_dir, name + ".json")) for name in names]
     manifest = _manifest(
         settings,
         inputs={
@@ -130,7 +131,7 @@ def prepare(
         kept=[e for s in sidecars for e in s["kept"]],
         skipped=[e for s in sidecars for e in s["skipped"]],
     )
-    _write_json_atomic(os.path.join(out_dir, manifest_name(num_shards, shard_index)), manifest)
+    files.write_json(os.path.join(out_dir, manifest_name(num_shards, shard_index)), manifest)
     return manifest
 
 
@@ -139,12 +140,16 @@ def manifest_name(num_shards: int = 1, shard_index: int = 0) -> str:
     return "manifest.json" if num_shards == 1 else f"manifest-part-{shard_index:03d}.json"
 
 
-def default_videos_per_shard(data_config: DataConfig) -> int:
-    """Videos per shard for shards of about `shard_megabytes` (10 s a video if no max_seconds)."""
+def default_videos_per_shard(data_config: DataConfig, num_videos: Optional[int] = None) -> int:
+    """Videos per shard: shards of about `shard_megabytes` (10 s a video if no max_seconds), but
+    small enough that `num_videos` make at least MIN_SHARDS shards (at least 1 video each)."""
     seconds = data_config.max_seconds or 10.0
     pixels = data_config.frame_short_side**2 * 16 / 9
     per_second = 2 * data_config.sample_rate + data_config.fps * pixels * _JPEG_BYTES_PER_PIXEL
-    return max(1, int(data_config.shard_megabytes * 2**20 / (seconds * per_second)))
+    by_size = int(data_config.shard_megabytes * 2**20 / (seconds * per_second))
+    if num_videos is not None:
+        by_size = min(by_size, num_videos // MIN_SHARDS)
+    return max(1, by_size)
 
 
 def merge_manifests(paths_or_dirs: Sequence, out) -> dict:
@@ -161,7 +166,7 @@ def merge_manifests(paths_or_dirs: Sequence, out) -> dict:
         L3Error: no manifests, different settings or splits, or parts that overlap.
     """
     paths = [p for item in paths_or_dirs for p in _manifest_paths(os.fspath(item))]
-    parts = [(p, _read_json(p)) for p in paths]
+    parts = [(p, files.read_json(p)) for p in paths]
     first_path, first = parts[0]
     out_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
     shards, kept, skipped, indices = [], [], [], []
@@ -191,7 +196,7 @@ def merge_manifests(paths_or_dirs: Sequence, out) -> dict:
                        missing)
     inputs = {**first["inputs"], "shard_indices": sorted(indices), "missing_parts": missing}
     merged = _manifest(first, inputs=inputs, shards=shards, kept=kept, skipped=skipped)
-    _write_json_atomic(os.fspath(out), merged)
+    files.write_json(os.fspath(out), merged)
     return merged
 
 
@@ -206,7 +211,7 @@ def _check_split(workers, num_shards, shard_index, videos_per_shard):
         raise L3Error(f"shard_index {shard_index} must be in [0, num_shards={num_shards}).")
 
 
-def _jobs(inputs, label_from) -> List[_Job]:
+def list_jobs(inputs, label_from) -> List[Job]:
     """One job a video; ids are paths relative to the input folder (or the list file's folder)."""
     src = os.fspath(inputs)
     paths = video_lib.iter_video_paths(src)
@@ -216,11 +221,11 @@ def _jobs(inputs, label_from) -> List[_Job]:
         rel = os.path.relpath(path, base)
         video_id = os.path.abspath(path) if rel.startswith("..") else rel.replace(os.sep, "/")
         label = os.path.basename(os.path.dirname(os.path.abspath(path))) if label_from else ""
-        jobs.append(_Job(os.path.abspath(path), video_id, label))
+        jobs.append(Job(os.path.abspath(path), video_id, label))
     return jobs
 
 
-def _decode_all(jobs: List[_Job], data_config, workers: int, decode=None) -> Iterator:
+def decode_all(jobs: List[Job], data_config, workers: int, decode=None) -> Iterator:
     """(job, DecodedVideo fields or skip reason) in job order, decoded by `workers` processes.
 
     At most 4 * workers videos are in flight, which bounds memory whatever the collection size.
@@ -273,10 +278,10 @@ class _CrashTolerantPool:
             ) from e
         return pool
 
-    def submit(self, job: _Job):
+    def submit(self, job: Job):
         return job, self._generation, self._pool.submit(self._decode, job.path)
 
-    def result(self, job: _Job, generation: int, future):
+    def result(self, job: Job, generation: int, future):
         try:
             return job, future.result()
         except concurrent.futures.process.BrokenProcessPool:
@@ -306,7 +311,7 @@ def _write_block(out_dir, name, block, settings):
         if isinstance(result, str):
             skipped.append({"video_id": job.video_id, "path": job.path, "reason": result})
             continue
-        decoded = records.DecodedVideo(video_id=job.video_id, label=job.label, **result)
+        decoded = video_lib.DecodedVideo(video_id=job.video_id, label=job.label, **result)
         examples.append(records.encode_example(decoded))
         kept.append({
             "video_id": job.video_id,
@@ -320,10 +325,10 @@ def _write_block(out_dir, name, block, settings):
     videos = [job.video_id for job, _ in block]
     sources = [_source_stamp(job) for job, _ in block]
     sidecar = {**settings, "videos": videos, "sources": sources, "kept": kept, "skipped": skipped}
-    _write_json_atomic(os.path.join(out_dir, name + ".json"), sidecar)
+    files.write_json(os.path.join(out_dir, name + ".json"), sidecar)
 
 
-def _source_stamp(job: _Job) -> list:
+def _source_stamp(job: Job) -> list:
     """[path, size, mtime_ns] of a job's video (None for a file that cannot be stat'ed)."""
     try:
         st = os.stat(job.path)
@@ -341,7 +346,8 @@ def _finished(out_dir, name, block, settings) -> bool:
     path = os.path.join(out_dir, name)
     if not (os.path.exists(path) and os.path.exists(path + ".json")):
         return False
-    sidecar = _read_json(path + ".json")
+    sidecar = files.read_json(path + ".json")
+    sidecar["data_config"] = DataConfig.from_dict(sidecar["data_config"]).to_dict()
     for key, value in settings.items():
         if sidecar.get(key) != value:
             raise L3Error(
@@ -373,7 +379,7 @@ def _manifest(settings, inputs, shards, kept, skipped) -> dict:
     return {
         "format": MANIFEST_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        **files.stamp(),
         "data_config": settings["data_config"],
         "label_from": settings["label_from"],
         "inputs": inputs,
@@ -389,15 +395,6 @@ def _manifest(settings, inputs, shards, kept, skipped) -> dict:
     }
 
 
-def _versions() -> dict:
-    return {
-        "l3_keras": l3_keras.__version__,
-        "tensorflow": tf.__version__,
-        "av": av.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def _manifest_paths(item: str) -> List[str]:
     if os.path.isfile(item):
         return [item]
@@ -408,15 +405,3 @@ def _manifest_paths(item: str) -> List[str]:
     if os.path.isfile(whole):
         return [whole]
     raise L3Error(f"No manifest-part-*.json or manifest.json in {item}; run `l3 prepare` first.")
-
-
-def _read_json(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json_atomic(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""TFRecord layout: one `tf.train.Example` per video, and atomic shard writing.
+"""TFRecord layout: one `tf.train.Example` per video (a `video.DecodedVideo`), and shard writing.
 
 A record keeps everything the pair sampler needs, on ONE time axis whose origin (t = 0) is the first
 audio sample: audio sample k plays at k / sample_rate seconds, frame i is shown at frame_times[i].
@@ -13,36 +13,20 @@ Features:
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-from typing import Iterable, List
+from typing import Iterable
 
 import numpy as np
 import tensorflow as tf
 
-
-@dataclasses.dataclass
-class DecodedVideo:
-    """A video decoded for training: mono int16 audio and JPEG frames with their times."""
-
-    video_id: str
-    audio: np.ndarray  # int16 [samples]
-    sample_rate: int
-    frames: List[bytes]  # JPEG
-    frame_times: np.ndarray  # float32 [frames], seconds from the first audio sample
-    label: str = ""
-
-    @property
-    def duration(self) -> float:
-        return len(self.audio) / float(self.sample_rate)
+from l3_keras import files
 
 
 def _bytes(values):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
-def encode_example(video: DecodedVideo) -> bytes:
-    """Serialises a DecodedVideo into a tf.train.Example string."""
+def encode_example(video) -> bytes:
+    """Serialises a `video.DecodedVideo` into a tf.train.Example string."""
     feature = {
         "video_id": _bytes([video.video_id.encode()]),
         "label": _bytes([video.label.encode()]),
@@ -85,22 +69,16 @@ def parse_example(serialized: tf.Tensor) -> dict:
 
 
 def write_shard(path: str, serialized_examples: Iterable[bytes]) -> int:
-    """Writes records to `path` atomically: a temp file in the same folder, then a rename.
+    """Writes records to `path` atomically (`files.atomic_write`).
 
     A reader (or a resumed run) never sees a half-written shard under its final name.
 
     Returns:
         the number of records written.
     """
-    tmp = f"{path}.tmp-{os.getpid()}"
     n = 0
-    try:
-        with tf.io.TFRecordWriter(tmp) as writer:
-            for ex in serialized_examples:
-                writer.write(ex)
-                n += 1
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with files.atomic_write(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+        for ex in serialized_examples:
+            writer.write(ex)
+            n += 1
     return n

@@ -33,6 +33,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import av
 import numpy as np
 
+from l3_keras import files
 from l3_keras.errors import L3Error
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
@@ -226,9 +227,8 @@ def _write_mp4(path: str, frame_at: Callable[[float], np.ndarray], audio: np.nda
     h, w = size
     if h % 2 or w % 2:
         raise L3Error(f"Frame size {size} must be even in both sides (yuv420p needs it).")
-    tmp = f"{path}.tmp-{os.getpid()}"
     rate = Fraction(fps).limit_denominator(1000)
-    try:
+    with files.atomic_write(path) as tmp:
         with av.open(tmp, mode="w", format="mp4") as container:
             video = container.add_stream("libx264", rate=rate)
             video.width, video.height, video.pix_fmt = w, h, "yuv420p"
@@ -249,14 +249,7 @@ def _write_mp4(path: str, frame_at: Callable[[float], np.ndarray], audio: np.nda
                 part.sample_rate, part.pts = sample_rate, start
                 container.mux(sound.encode(part))
             container.mux(sound.encode())
-        os.replace(tmp, path)
-        sidecar = os.path.splitext(path)[0] + ".json"
-        with open(f"{sidecar}.tmp-{os.getpid()}", "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(f"{sidecar}.tmp-{os.getpid()}", sidecar)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.write_json(os.path.splitext(path)[0] + ".json", meta, indent=1)
     return path
 
 
@@ -366,8 +359,41 @@ def make_schedule_clip(
 
 def read_sidecar(path: str) -> dict:
     """The ground truth of the clip at `path` (its .mp4 or .json path)."""
-    with open(os.path.splitext(path)[0] + ".json") as f:
-        return json.load(f)
+    return files.read_json(os.path.splitext(path)[0] + ".json")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """What the clips of a random collection are like (`make_collection`, `ceiling.avc_ceiling`).
+
+    Attributes:
+        seconds: clip length.
+        kinds: event kinds drawn from (the first `kinds` of KINDS).
+        event_seconds: (min, max) event length, seconds (see `random_events`).
+        max_gap: longest quiet gap between events, seconds.
+        distractor: give every event a silent distractor of another kind.
+        size: (height, width) of the frames, both even.
+        fps: video frame rate.
+        sample_rate: audio rate in Hz.
+        seed: clip i of the collection depends only on (seed, i).
+    """
+
+    seconds: float = 10.0
+    kinds: int = len(KINDS)
+    event_seconds: Tuple[float, float] = (1.0, 3.0)
+    max_gap: float = 1.0
+    distractor: bool = False
+    size: Tuple[int, int] = DEFAULT_SIZE
+    fps: float = DEFAULT_FPS
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    seed: int = 0
+
+    def replace(self, **changes) -> "ClipSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_json_dict(self) -> dict:
+        """The spec as its sidecar stores it (JSON types: tuples become lists, numbers floats)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def _is_complete(path: str, params: dict) -> bool:
@@ -378,52 +404,36 @@ def _is_complete(path: str, params: dict) -> bool:
 
 
 def _make_one(job) -> str:
-    path, params, index = job
-    rng = np.random.default_rng([params["seed"], index])
-    events = random_events(params["seconds"], params["kinds"], rng, size=tuple(params["size"]),
-                           distractor=params["distractor"], min_seconds=params["event_seconds"][0],
-                           max_seconds=params["event_seconds"][1], max_gap=params["max_gap"])
-    # The sidecar records the collection parameters so that a call with other settings regenerates.
-    return make_clip(path, events, seconds=params["seconds"], size=tuple(params["size"]),
-                     fps=params["fps"], sample_rate=params["sample_rate"],
-                     seed=int(rng.integers(2**31)), extra={"params": params})
+    path, spec, index = job
+    rng = np.random.default_rng([spec.seed, index])
+    events = random_events(spec.seconds, spec.kinds, rng, size=tuple(spec.size),
+                           distractor=spec.distractor, min_seconds=spec.event_seconds[0],
+                           max_seconds=spec.event_seconds[1], max_gap=spec.max_gap)
+    # The sidecar records the collection's spec so that a call with another one regenerates.
+    return make_clip(path, events, seconds=spec.seconds, size=tuple(spec.size), fps=spec.fps,
+                     sample_rate=spec.sample_rate, seed=int(rng.integers(2**31)),
+                     extra={"params": spec.to_json_dict()})
 
 
-def make_collection(
-    out_dir: str,
-    num_clips: int,
-    *,
-    seconds: float = 10.0,
-    kinds: int = len(KINDS),
-    seed: int = 0,
-    size: Tuple[int, int] = DEFAULT_SIZE,
-    fps: float = DEFAULT_FPS,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
-    distractor: bool = False,
-    event_seconds: Tuple[float, float] = (1.0, 3.0),
-    max_gap: float = 1.0,
-    workers: int = 1,
-) -> List[str]:
+def make_collection(out_dir: str, num_clips: int, spec: ClipSpec = ClipSpec(), *,
+                    workers: int = 1) -> List[str]:
     """Writes `num_clips` random clips `clip_00000.mp4`... (with sidecars) into `out_dir`.
 
-    Cached: a clip whose sidecar records the same parameters is kept, so a second call with the
-    same arguments returns at once and an interrupted call resumes. Clip i depends only on
-    (seed, i), whatever `workers` is.
+    Cached: a clip whose sidecar records the same spec is kept, so a second call with the same
+    arguments returns at once and an interrupted call resumes. Clip i depends only on
+    (spec.seed, i), whatever `workers` is.
 
     Args:
-        event_seconds: (min, max) event length, seconds (see `random_events`).
-        max_gap: longest silent gap between events, seconds.
+        spec: what the clips are like.
         workers: processes encoding clips in parallel (each encoder uses one thread).
 
     Returns:
         the clip paths, sorted.
     """
     os.makedirs(out_dir, exist_ok=True)
-    params = {"seconds": float(seconds), "kinds": int(kinds), "seed": int(seed), "size": list(size),
-              "fps": float(fps), "sample_rate": int(sample_rate), "distractor": bool(distractor),
-              "event_seconds": [float(v) for v in event_seconds], "max_gap": float(max_gap)}
+    params = spec.to_json_dict()
     paths = [os.path.join(out_dir, f"clip_{i:05d}.mp4") for i in range(num_clips)]
-    jobs = [(p, params, i) for i, p in enumerate(paths) if not _is_complete(p, params)]
+    jobs = [(p, spec, i) for i, p in enumerate(paths) if not _is_complete(p, params)]
     if workers > 1 and len(jobs) > 1:
         # "spawn": the caller may have started TensorFlow threads, which fork does not copy safely.
         context = multiprocessing.get_context("spawn")

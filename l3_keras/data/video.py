@@ -21,6 +21,7 @@ Nothing here imports TensorFlow, so decoding worker processes stay light (`prepa
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -30,9 +31,9 @@ import av
 import numpy as np
 import soxr
 
+from l3_keras import media
 from l3_keras.errors import L3Error
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".mpg")
 MIN_SECONDS = 1.0  # one L3 audio window (paper Sec. 3.1)
 MAX_TAIL_PAD_SECONDS = 0.5
 # Audio timestamp jumps below this are rounding (1 ms container time bases), not gaps.
@@ -54,6 +55,22 @@ REASONS = (
 )
 
 
+@dataclasses.dataclass
+class DecodedVideo:
+    """A video decoded for training: mono int16 audio and JPEG frames with their times."""
+
+    video_id: str
+    audio: np.ndarray  # int16 [samples]
+    sample_rate: int
+    frames: List[bytes]  # JPEG
+    frame_times: np.ndarray  # float32 [frames], seconds from the first audio sample
+    label: str = ""
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / float(self.sample_rate)
+
+
 class VideoError(L3Error):
     """A video that cannot become a record; `reason` is one of `REASONS` (maybe with ": detail")."""
 
@@ -72,7 +89,7 @@ def iter_video_paths(root_or_listfile) -> List[str]:
     """Lists the videos to prepare, sorted.
 
     Args:
-        root_or_listfile: a folder (searched recursively for VIDEO_EXTENSIONS, any case), one video
+        root_or_listfile: a folder (searched recursively for `media.EXTENSIONS["video"]`), one video
             file, or a text file with one path per line (blank lines and "#" comments ignored;
             relative paths are relative to the list file's folder so a list works on any machine).
 
@@ -84,13 +101,8 @@ def iter_video_paths(root_or_listfile) -> List[str]:
     """
     src = os.fspath(root_or_listfile)
     if os.path.isdir(src):
-        paths = [
-            os.path.join(folder, name)
-            for folder, _, names in os.walk(src)
-            for name in names
-            if name.lower().endswith(VIDEO_EXTENSIONS)
-        ]
-    elif src.lower().endswith(VIDEO_EXTENSIONS):
+        paths = media.find_files(src, media.VIDEO)
+    elif media.is_media(src, media.VIDEO):
         paths = [src] if os.path.isfile(src) else []
     elif os.path.isfile(src):
         base = os.path.dirname(src)
@@ -101,14 +113,15 @@ def iter_video_paths(root_or_listfile) -> List[str]:
         raise L3Error(f"Input {src} does not exist; give a folder of videos or a list file.")
     if not paths:
         raise L3Error(
-            f"No videos found in {src}; expected files ending in {', '.join(VIDEO_EXTENSIONS)} "
+            f"No videos found in {src}; expected files ending in "
+            f"{', '.join(media.EXTENSIONS[media.VIDEO])} "
             "or a text file with one video path per line."
         )
     return sorted(set(paths))
 
 
 def decode_video(path, data_config, video_id: Optional[str] = None, label: str = ""):
-    """Decodes `path` into a `records.DecodedVideo` (see the module docstring for the time axis).
+    """Decodes `path` into a `DecodedVideo` (see the module docstring for the time axis).
 
     Args:
         path: video file.
@@ -123,9 +136,6 @@ def decode_video(path, data_config, video_id: Optional[str] = None, label: str =
     Raises:
         VideoError: the file cannot become a record; `.reason` says why.
     """
-    # records imports TensorFlow (seconds and ~700 MB); decode_streams does not need it.
-    from l3_keras.data.records import DecodedVideo
-
     fields = decode_streams(path, data_config)
     return DecodedVideo(video_id=str(path) if video_id is None else video_id, label=label, **fields)
 

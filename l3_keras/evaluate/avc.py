@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
-
 import numpy as np
 
-from l3_keras.config import DataConfig, ModelConfig
+from l3_keras.config import ModelConfig
 from l3_keras.errors import L3Error
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -31,8 +29,7 @@ def wilson_interval(correct: int, total: int, z: float = Z95):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def balanced_pairs(files, model_config: ModelConfig, data_config: DataConfig, num_pairs: int,
-                   seed: int = 0):
+def balanced_pairs(files, model_config: ModelConfig, num_pairs: int, seed: int = 0):
     """The first num_pairs // 2 positives and negatives of the evaluation stream, as arrays.
 
     The stream is repeated (still deterministic: every element's randomness is keyed by its index),
@@ -47,8 +44,8 @@ def balanced_pairs(files, model_config: ModelConfig, data_config: DataConfig, nu
     if num_pairs < 2:
         raise L3Error(f"num_pairs must be at least 2 (one positive, one negative); got {num_pairs}.")
     half = num_pairs // 2
-    ds = make_pair_dataset(files, model_config, data_config, training=False, seed=seed,
-                           repeat=True, batch_size=None)
+    ds = make_pair_dataset(files, model_config, training=False, seed=seed, repeat=True,
+                           batch_size=None)
     kept = {0: [], 1: []}
     for inputs, label in ds.as_numpy_iterator():
         if len(kept[int(label)]) < half:
@@ -60,15 +57,14 @@ def balanced_pairs(files, model_config: ModelConfig, data_config: DataConfig, nu
     return x, np.repeat(np.array([1, 0], np.int32), half)
 
 
-def evaluate_avc(model, files, model_config: ModelConfig, data_config: Optional[DataConfig] = None,
-                 num_pairs: int = 1024, seed: int = 0, batch_size: int = 64) -> dict:
+def evaluate_avc(model, files, model_config: ModelConfig, num_pairs: int = 1024, seed: int = 0,
+                 batch_size: int = 64) -> dict:
     """AVC accuracy of `model` on a fixed, balanced set of held-out pairs.
 
     Args:
         model: the AVC model (`models.build_l3` layout: {"image", "audio"} -> [b, 2] softmax).
         files: held-out shards (paths, glob, or a prepared folder).
         model_config: the model's config (window length, image size).
-        data_config: defaults to DataConfig.for_model(model_config).
         num_pairs: pairs scored (half positive, half negative); rounded down to even.
         seed: picks the pairs; same files + seed + num_pairs, same pairs.
         batch_size: inference batch.
@@ -77,8 +73,7 @@ def evaluate_avc(model, files, model_config: ModelConfig, data_config: Optional[
         dict: accuracy, ci95 [low, high], positive_accuracy, negative_accuracy, num_pairs,
         mean_p_correspond_positive / _negative, seed.
     """
-    data_config = data_config or DataConfig.for_model(model_config)
-    x, y = balanced_pairs(files, model_config, data_config, num_pairs, seed)
+    x, y = balanced_pairs(files, model_config, num_pairs, seed)
     p = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))[:, 1]
     pred = (p > 0.5).astype(np.int32)
     correct = pred == y

@@ -25,15 +25,14 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from l3_keras import media
 from l3_keras.config import ModelConfig
 from l3_keras.errors import L3Error, check_choice
 
 LABEL_SOURCES = ("folder", "pattern", "csv")
 FEATURES = ("conv4", "embedding")
 CLASSIFIERS = ("logreg", "svm")
-KINDS = ("audio", "image")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+MEDIA_TYPES = (media.AUDIO, media.IMAGE)
 # Free Spoken Digit Dataset: "{digit}_{speaker}_{index}.wav".
 FSDD_PATTERN = r"^(?P<label>\d+)_(?P<speaker>[A-Za-z]+)_(?P<index>\d+)\.\w+$"
 # DCASE 2016 task 2 isolated sounds: "clearthroat002.wav", "keysDrop016.wav".
@@ -57,7 +56,7 @@ class Item:
 
 def list_labelled(root, label_from: str = "folder", pattern: Optional[str] = None,
                   csv_path=None, filename_column: str = "filename", label_column: str = "label",
-                  fold_column: Optional[str] = "fold", kind: str = "audio") -> List[Item]:
+                  fold_column: Optional[str] = "fold", media_type: str = "audio") -> List[Item]:
     """Labelled files under `root`, sorted by path.
 
     Args:
@@ -66,23 +65,22 @@ def list_labelled(root, label_from: str = "folder", pattern: Optional[str] = Non
         pattern: for "pattern": a regex with a named group `label` (else the first group).
         csv_path: for "csv": the CSV file.
         filename_column, label_column, fold_column: CSV column names (fold_column may be absent).
-        kind: "audio" or "image": which file extensions count.
+        media_type: "audio" or "image": which file extensions count (`media.EXTENSIONS`).
 
     Raises:
         L3Error: unknown source, no files, a file the pattern does not match, missing columns.
     """
     check_choice("label_from", label_from, LABEL_SOURCES)
-    check_choice("kind", kind, KINDS)
+    check_choice("media_type", media_type, MEDIA_TYPES)
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise L3Error(f"{root} is not a folder; give the folder that holds the labelled files.")
     if label_from == "csv":
         return _from_csv(root, csv_path, filename_column, label_column, fold_column)
-    extensions = AUDIO_EXTENSIONS if kind == "audio" else IMAGE_EXTENSIONS
-    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files
-                   if f.lower().endswith(extensions))
+    paths = media.find_files(root, media_type)
     if not paths:
-        raise L3Error(f"No {kind} files ({', '.join(extensions)}) under {root}.")
+        raise L3Error(f"No {media_type} files ({', '.join(media.EXTENSIONS[media_type])}) "
+                      f"under {root}.")
     if label_from == "folder":
         return [Item(p, os.path.basename(os.path.dirname(p))) for p in paths]
     if not pattern:
@@ -149,20 +147,15 @@ def audio_features(l3, cfg: ModelConfig, items: Sequence[Item], feature: str = "
                    hop_size: float = 0.5, batch_size: int = 64) -> List[np.ndarray]:
     """Window features of every audio file: one float32 [T_i, D] array a file (T_i >= 1).
 
-    Files are read with soundfile; down-mixing, resampling and 1 s windowing (`hop_size` apart,
+    Files are read with `media.read_audio`; down-mixing, resampling and 1 s windowing (`hop_size` apart,
     centred padding) are `embed.get_audio_embedding`'s.
     """
-    import soundfile
-
     from l3_keras import embed
 
     towers = _towers(l3, cfg, feature)
     clips, rates = [], []
     for item in items:
-        try:
-            audio, sr = soundfile.read(item.path, dtype="float32", always_2d=True)
-        except RuntimeError as err:
-            raise L3Error(f"Cannot read {item.path}: {err}") from err
+        audio, sr = media.read_audio(item.path)
         clips.append(audio)
         rates.append(sr)
     features, _ = embed.get_audio_embedding(clips, rates, model=towers, hop_size=hop_size,
@@ -174,13 +167,10 @@ def audio_features(l3, cfg: ModelConfig, items: Sequence[Item], feature: str = "
 def image_features(l3, cfg: ModelConfig, items: Sequence[Item], feature: str = "conv4",
                    batch_size: int = 64) -> List[np.ndarray]:
     """Features of every image: one float32 [1, D] array an image (resized to cover, centre crop)."""
-    import tensorflow as tf
-
     from l3_keras import embed
 
     towers = _towers(l3, cfg, feature)
-    images = [tf.io.decode_image(tf.io.read_file(item.path), channels=3,
-                                 expand_animations=False).numpy() for item in items]
+    images = [media.read_image(item.path) for item in items]
     rows = embed.get_image_embedding(images, model=towers, batch_size=batch_size,
                                      transfer_features=towers.transfer_features)
     return [row[None] for row in rows]
@@ -286,7 +276,7 @@ def random_baseline(cfg: ModelConfig, seed: int = 0):
     return models.build_l3(cfg)
 
 
-def probe(l3, cfg: ModelConfig, items: Sequence[Item], kind: str = "audio",
+def probe(l3, cfg: ModelConfig, items: Sequence[Item], media_type: str = "audio",
           feature: str = "conv4", classifier: str = "logreg", C: float = 0.1, k: int = 5,
           seed: int = 0, hop_size: float = 0.5, compare_random: bool = True,
           out_dir=None) -> dict:
@@ -296,7 +286,7 @@ def probe(l3, cfg: ModelConfig, items: Sequence[Item], kind: str = "audio",
         l3: the trained AVC model (`models.build_l3` layout).
         cfg: its ModelConfig.
         items: from `list_labelled` (given folds are used when every item has one).
-        kind: "audio" (1 s windows, `hop_size` apart) or "image" (one feature per image).
+        media_type: "audio" (1 s windows, `hop_size` apart) or "image" (one feature per image).
         feature: "conv4" (4x3 max-pooled grid of the last conv map) or "embedding".
         classifier: "logreg" or "svm"; C its inverse regularisation.
         k: folds when items carry none (stratified, shuffled with `seed`).
@@ -307,7 +297,7 @@ def probe(l3, cfg: ModelConfig, items: Sequence[Item], kind: str = "audio",
         dict: settings, "trained" (see `cross_validate`), "random" (if compared), "gap"
         (trained mean - random mean).
     """
-    check_choice("kind", kind, KINDS)
+    check_choice("media_type", media_type, MEDIA_TYPES)
     if len(items) < 2 or len({item.label for item in items}) < 2:
         raise L3Error("A probe needs at least 2 classes; check the labels of the collection.")
     labels = [item.label for item in items]
@@ -315,10 +305,10 @@ def probe(l3, cfg: ModelConfig, items: Sequence[Item], kind: str = "audio",
     models_to_probe = {"trained": l3}
     if compare_random:
         models_to_probe["random"] = random_baseline(cfg, seed)
-    result = {"kind": kind, "feature": feature, "classifier": classifier, "C": C,
+    result = {"media_type": media_type, "feature": feature, "classifier": classifier, "C": C,
               "clips": len(items), "folds": len(set(folds.tolist())), "model": cfg.name}
     for name, model in models_to_probe.items():
-        if kind == "audio":
+        if media_type == media.AUDIO:
             feats = audio_features(model, cfg, items, feature, hop_size)
         else:
             feats = image_features(model, cfg, items, feature)
@@ -343,6 +333,6 @@ def write_probe_report(result: dict, out_dir) -> str:
                               title=f"{name}: {r['mean']:.3f} +/- {r['std']:.3f}")
     report.plot_bars({name: result[name]["per_class_accuracy"] for name in runs}, classes,
                      os.path.join(out_dir, "per_class_accuracy.png"),
-                     title=f"{result['kind']} probe ({result['feature']})",
+                     title=f"{result['media_type']} probe ({result['feature']})",
                      chance=1.0 / len(classes))
     return report.write_json(out_dir, {"probe": result})

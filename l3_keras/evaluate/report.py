@@ -5,7 +5,6 @@ evaluation loop does not accumulate open figures.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence
 
@@ -15,24 +14,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import numpy as np  # noqa: E402
 
+from l3_keras import files  # noqa: E402
+
 REPORT_JSON = "report.json"
 
 
 def write_json(out_dir, report: dict, name: str = REPORT_JSON) -> str:
-    """Writes `report` (plain JSON types or numpy scalars/arrays) to out_dir/name; returns the path."""
+    """Writes `report` (plain JSON types or numpy scalars/arrays) to out_dir/name atomically.
+
+    Returns:
+        the path written.
+    """
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, name)
-    with open(path, "w") as f:
-        json.dump(report, f, indent=1, default=_to_builtin)
-    return path
-
-
-def _to_builtin(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return files.write_json(os.path.join(out_dir, name), report, indent=1)
 
 
 def save_figure(fig, path: str, dpi: int = 100) -> str:

@@ -6,6 +6,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from l3_keras.train import rundir
 
@@ -19,6 +20,11 @@ class Progress:
         self.total, self.batch, self.every = total_steps, global_batch, max(1, every)
         self._t0, self._s0 = time.perf_counter(), start_step
         self.epoch_rates = []  # pairs/s of each epoch's training steps (validation excluded)
+
+    @property
+    def pairs_per_second(self) -> float:
+        """Median rate of the epochs trained by this process (nan before one ended)."""
+        return float(np.median(self.epoch_rates)) if self.epoch_rates else float("nan")
 
     def restart_clock(self, step: int) -> None:
         """Rates exclude time spent outside training steps (validation, checkpoints)."""
@@ -62,7 +68,9 @@ class ProgressCallback(keras.callbacks.Callback):
         self.progress.end_epoch(self.step)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = {} if logs is None else logs
+        if self.progress.epoch_rates:  # into history.csv and TensorBoard (callbacks run after)
+            logs["pairs_per_second"] = self.progress.epoch_rates[-1]
         log.info("epoch %d: %s", epoch + 1,
                  "  ".join(f"{k} {float(v):.4f}" for k, v in sorted(logs.items())))
 

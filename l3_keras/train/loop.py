@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from l3_keras.train import rundir
 from l3_keras.train.callbacks import log
+from l3_keras.train.state import Run
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -62,44 +63,45 @@ def evaluate(model, dataset) -> dict:
     return {"loss": total[0] / max(total[2], 1), "avc_accuracy": total[1] / max(total[2], 1)}
 
 
-def custom_fit(ctx, make_train_dataset, val_dataset, start_step: int) -> None:
-    """Trains from `start_step` to epochs x steps_per_epoch, validating and checkpointing.
+def custom_fit(run: Run, make_train_dataset, val_dataset) -> None:
+    """Trains from the restored step to epochs x steps_per_epoch, validating and checkpointing.
 
     Args:
-        ctx: the run (`run._Run`): model, optimizer, strategy, train config, checkpointer, ...
-        make_train_dataset: start_step -> distributed training dataset.
+        run: the run's model, optimizer, strategy, train config, checkpointer, progress.
+        make_train_dataset: start step -> distributed training dataset.
         val_dataset: the fixed validation pairs (batched, finite).
-        start_step: the restored step.
     """
-    tc, spe = ctx.train_config, ctx.train_config.steps_per_epoch
+    start_step = run.start_step
+    tc, spe = run.train_config, run.train_config.steps_per_epoch
     total = tc.epochs * spe
-    step_fn = _train_step(ctx.model, ctx.optimizer, ctx.strategy, ctx.global_batch)
+    step_fn = _train_step(run.model, run.optimizer, run.strategy, run.global_batch)
     iterator = iter(make_train_dataset(start_step))
     writers = {}
-    if ctx.chief:
-        writers = {k: tf.summary.create_file_writer(os.path.join(ctx.run_dir, rundir.LOGS, k))
+    if run.chief:
+        writers = {k: tf.summary.create_file_writer(os.path.join(run.run_dir, rundir.LOGS, k))
                    for k in ("train", "validation")}
     sums = [0.0, 0.0, 0]  # loss, correct pairs, steps since the epoch (or the resume) began
     for step in range(start_step + 1, total + 1):
         loss, correct = step_fn(iterator)
         sums = [sums[0] + float(loss), sums[1] + float(correct), sums[2] + 1]
-        ctx.progress.update(step, lambda: {"loss": sums[0] / sums[2],
-                                           "avc_accuracy": sums[1] / (sums[2] * ctx.global_batch)})
+        run.progress.update(step, lambda: {"loss": sums[0] / sums[2],
+                                           "avc_accuracy": sums[1] / (sums[2] * run.global_batch)})
         if step % spe == 0:
-            ctx.progress.end_epoch(step)
+            run.progress.end_epoch(step)
             epoch = step // spe - 1
-            logs = {"loss": sums[0] / sums[2], "avc_accuracy": sums[1] / (sums[2] * ctx.global_batch),
-                    "learning_rate": float(keras.ops.convert_to_numpy(ctx.optimizer.learning_rate))}
-            val = evaluate(ctx.model, val_dataset)
+            logs = {"loss": sums[0] / sums[2], "avc_accuracy": sums[1] / (sums[2] * run.global_batch),
+                    "learning_rate": float(keras.ops.convert_to_numpy(run.optimizer.learning_rate)),
+                    "pairs_per_second": run.progress.epoch_rates[-1]}
+            val = evaluate(run.model, val_dataset)
             logs.update({f"val_{k}": v for k, v in val.items()})
             log.info("epoch %d: %s", epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
-            if ctx.chief:
-                _write_epoch(ctx.run_dir, writers, epoch, logs)
+            if run.chief:
+                _write_epoch(run.run_dir, writers, epoch, logs)
             sums = [0.0, 0.0, 0]
-            ctx.checkpointer.save(step)
-            ctx.progress.restart_clock(step)
+            run.checkpointer.save(step)
+            run.progress.restart_clock(step)
         elif tc.checkpoint_every and step % tc.checkpoint_every == 0:
-            ctx.checkpointer.save(step)
+            run.checkpointer.save(step)
 
 
 def _write_epoch(run_dir, writers, epoch, logs):

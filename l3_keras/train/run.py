@@ -11,57 +11,19 @@ not bit-identical to those the uninterrupted run would have drawn).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from l3_keras import models
-from l3_keras.config import DataConfig, ModelConfig, TrainConfig
-from l3_keras.data import pairs
+from l3_keras import files, models
+from l3_keras.config import ModelConfig, TrainConfig
+from l3_keras.data import pairs, shards
 from l3_keras.train import callbacks, checkpoint, data, loop, rundir, strategy as strategies
 from l3_keras.train.callbacks import log
-
-
-@dataclasses.dataclass(frozen=True)
-class Inputs:
-    """Shard files to train on and the held-out shards (whole videos) to validate on."""
-
-    train: List[str]
-    val: List[str]
-
-
-def find_inputs(data_path, model_config: ModelConfig, train_config: TrainConfig, prepared_dir, *,
-                val_data=None, data_config: Optional[DataConfig] = None, label_from=None,
-                videos_per_shard=None, workers=1):
-    """Resolves --data / --val-data to (Inputs, DataConfig), preparing videos when needed.
-
-    Raises:
-        L3Error: no videos or shards, or too few shards to hold some out.
-    """
-    data_config = data_config or DataConfig.for_model(model_config)
-    kwargs = dict(label_from=label_from, videos_per_shard=videos_per_shard, workers=workers)
-    files = data.resolve_shards(data_path, data_config, prepared_dir, **kwargs)
-    if val_data:
-        val = data.resolve_shards(val_data, data_config, os.path.join(prepared_dir, "val"), **kwargs)
-        return Inputs(files, val), data_config
-    return Inputs(*data.split_shards(files, train_config.val_fraction)), data_config
-
-
-@dataclasses.dataclass
-class _Run:
-    run_dir: str
-    train_config: TrainConfig
-    strategy: tf.distribute.Strategy
-    global_batch: int
-    chief: bool
-    model: keras.Model = None
-    optimizer: keras.optimizers.Optimizer = None
-    checkpointer: checkpoint.Checkpointer = None
-    progress: callbacks.Progress = None
+from l3_keras.train.data import Inputs
+from l3_keras.train.state import Run
 
 
 def make_optimizer(train_config: TrainConfig, loss_scaling: bool):
@@ -74,21 +36,14 @@ def make_optimizer(train_config: TrainConfig, loss_scaling: bool):
 
 
 def train(run_dir, model_config: ModelConfig, train_config: TrainConfig, inputs: Inputs,
-          data_config: Optional[DataConfig] = None, per_class: bool = False) -> dict:
-    """Trains (or resumes) the AVC model in `run_dir`; returns the held-out results (`fit_model`)."""
-    return fit_model(run_dir, model_config, train_config, inputs, data_config, per_class)[1]
-
-
-def fit_model(run_dir, model_config: ModelConfig, train_config: TrainConfig, inputs: Inputs,
-              data_config: Optional[DataConfig] = None, per_class: bool = False):
-    """Trains (or resumes) the AVC model in `run_dir`.
+          per_class: bool = False):
+    """Trains (or resumes) the AVC model in `run_dir`, then scores the held-out pairs.
 
     Args:
         run_dir: the run directory (layout in `rundir`); created.
         model_config: the preset to train.
         train_config: optimisation, schedule, strategy, precision.
-        inputs: training and held-out shard files.
-        data_config: defaults to DataConfig.for_model(model_config).
+        inputs: training and held-out shard files (`data.find_inputs`).
         per_class: also report held-out AVC accuracy per class (labelled collections).
 
     Returns:
@@ -98,94 +53,108 @@ def fit_model(run_dir, model_config: ModelConfig, train_config: TrainConfig, inp
     Raises:
         L3Error: (before training) bad data, preset/data mismatch, global batch vs replicas.
     """
-    with strategies.precision(train_config.mixed_precision):
-        return _fit_model(run_dir, model_config, train_config, inputs, data_config, per_class)
-
-
-def _fit_model(run_dir, model_config, train_config, inputs, data_config, per_class):
     tc = train_config
-    data_config = data_config or DataConfig.for_model(model_config)
-    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
-    strategy = strategies.make_strategy(tc.strategy)
-    data.check_shards(inputs.train, model_config, "training")
-    data.check_shards(inputs.val, model_config, "validation")
-    pairs._check_configs(model_config, data_config)
+    with strategies.precision(tc.mixed_precision):
+        # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+        strategy = strategies.make_strategy(tc.strategy)
+        train_set = shards.check(inputs.train, model_config, "training")
+        val_set = shards.check(inputs.val, model_config, "validation")
+        run = start(run_dir, model_config, tc, strategy, {"train": inputs.train, "val": inputs.val},
+                    train_set.data_config)
+        options = pairs.PairOptions(pairs_per_video=tc.pairs_per_video)
+
+        def train_dataset(step):
+            return pairs.distributed_pair_dataset(strategy, train_set, model_config,
+                                                  global_batch=run.global_batch, training=True,
+                                                  seed=tc.seed + step, options=options)
+
+        val = data.held_out_pairs(val_set, model_config, tc.validation_pairs, run.global_batch,
+                                  tc.seed, tc.pairs_per_video)
+        if run.start_step < tc.total_steps:
+            custom = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            (loop.custom_fit if custom else _fit)(run, train_dataset, val)
+        results = _held_out(run, val_set, model_config, per_class)
+        results["pairs_per_second"] = round(run.progress.pairs_per_second, 2)  # per epoch: history
+        if run.chief:
+            rundir.save_model(run.model, run.run_dir)
+            files.write_json(os.path.join(run.run_dir, rundir.RESULTS), results)
+            rundir.plot_curves(run.run_dir)
+        return run.model, results
+
+
+def start(run_dir, model_config: ModelConfig, train_config: TrainConfig, strategy, inputs: dict,
+          data_config) -> Run:
+    """Builds the run: config.json, the model and optimizer under `strategy`, the latest checkpoint.
+
+    Args:
+        inputs: {"train": [...], "val": [...]} shard files, recorded in config.json.
+        data_config: the settings the shards were prepared with (their manifest), or None.
+
+    Raises:
+        L3Error: a global batch the replicas cannot split, or a run directory of another model.
+    """
+    tc = train_config
     global_batch = tc.global_batch or strategies.global_batch(strategy, tc.batch_per_replica)
     strategies.check_global_batch(strategy, global_batch)
     custom = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    ctx = _Run(os.fspath(run_dir), tc, strategy, global_batch, strategies.is_chief(strategy))
-    os.makedirs(ctx.run_dir, exist_ok=True)
-    if ctx.chief:
-        rundir.write_config(ctx.run_dir, model_config, data_config, tc,
-                            {"train": inputs.train, "val": inputs.val})
+    run_dir, chief = os.fspath(run_dir), strategies.is_chief(strategy)
+    os.makedirs(run_dir, exist_ok=True)
+    if chief:
+        rundir.write_config(run_dir, model_config, data_config, tc, inputs)
     keras.utils.set_random_seed(tc.seed)
     with strategy.scope():
-        ctx.model = models.build_l3(model_config)
-        ctx.optimizer = make_optimizer(tc, custom and tc.mixed_precision == "fp16")
+        model = models.build_l3(model_config)
+        optimizer = make_optimizer(tc, custom and tc.mixed_precision == "fp16")
         if not custom:
-            ctx.model.compile(ctx.optimizer, loss="sparse_categorical_crossentropy",
-                              metrics=[keras.metrics.SparseCategoricalAccuracy(name="avc_accuracy")])
-            ctx.optimizer = ctx.model.optimizer  # compile wraps it for fp16
-        ctx.checkpointer = checkpoint.Checkpointer(ctx.run_dir, ctx.model, ctx.optimizer, ctx.chief,
-                                                   strategies.worker_id(strategy))
-        start = ctx.checkpointer.restore()
-    log.info("%s: %s on %d replica(s), global batch %d, %s, %s at step %d/%d", ctx.run_dir,
+            model.compile(optimizer, loss="sparse_categorical_crossentropy",
+                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="avc_accuracy")])
+            optimizer = model.optimizer  # compile wraps it for fp16
+        checkpointer = checkpoint.Checkpointer(run_dir, model, optimizer, chief,
+                                               strategies.worker_id(strategy))
+        start_step = checkpointer.restore()
+    log.info("%s: %s on %d replica(s), global batch %d, %s, %s at step %d/%d", run_dir,
              model_config.name, strategy.num_replicas_in_sync, global_batch,
-             keras.mixed_precision.global_policy().name, "resuming" if start else "starting",
-             start, tc.total_steps)
-    ctx.progress = callbacks.Progress(tc.total_steps, start, global_batch, tc.log_every)
-
-    def train_dataset(step):
-        return pairs.distributed_pair_dataset(strategy, inputs.train, model_config, data_config,
-                                              global_batch=global_batch, training=True,
-                                              seed=tc.seed + step,
-                                              samples_per_record=tc.pairs_per_video)
-
-    val = data.validation_pairs(inputs.val, model_config, data_config, tc.validation_pairs,
-                                global_batch, seed=tc.seed)
-    if start < tc.total_steps:
-        (loop.custom_fit if custom else _fit)(ctx, train_dataset, val, start)
-    results = _held_out(ctx, inputs.val, model_config, data_config, per_class)
-    results["epoch_pairs_per_second"] = [round(r, 2) for r in ctx.progress.epoch_rates]
-    if ctx.chief:
-        rundir.save_model(ctx.model, ctx.run_dir)
-        rundir.write_json(os.path.join(ctx.run_dir, rundir.RESULTS), results)
-        rundir.plot_curves(ctx.run_dir)
-    return ctx.model, results
+             keras.mixed_precision.global_policy().name, "resuming" if start_step else "starting",
+             start_step, tc.total_steps)
+    progress = callbacks.Progress(tc.total_steps, start_step, global_batch, tc.log_every)
+    return Run(run_dir, tc, strategy, global_batch, chief, model, optimizer, checkpointer,
+               progress, start_step)
 
 
-def _fit(ctx: _Run, train_dataset, val, start: int) -> None:
-    """model.fit from `start`; an epoch interrupted mid-way is first finished with its remaining steps."""
-    spe, tc = ctx.train_config.steps_per_epoch, ctx.train_config
-    epoch, done = divmod(start, spe)
-    step = start
+def _fit(run: Run, train_dataset, val) -> None:
+    """model.fit from the restored step; an epoch interrupted mid-way is first finished alone."""
+    tc = run.train_config
+    spe = tc.steps_per_epoch
+    epoch, done = divmod(run.start_step, spe)
+    step = run.start_step
     while epoch < tc.epochs:
         steps = spe - done
-        cbs = callbacks.fit_callbacks(ctx.run_dir, checkpoint.CheckpointCallback(
-            ctx.checkpointer, tc.checkpoint_every, step), ctx.progress, step, tc.log_every)
+        cbs = callbacks.fit_callbacks(run.run_dir, checkpoint.CheckpointCallback(
+            run.checkpointer, tc.checkpoint_every, step), run.progress, step, tc.log_every)
         # One partial epoch (after a mid-epoch resume), then the rest in one call.
         last = epoch + 1 if done else tc.epochs
         # fit makes a new validation iterator every epoch (Keras 3.15's evaluate resets it), so
         # every epoch scores the same fixed pairs: validation_steps batches of the repeated stream.
-        ctx.model.fit(train_dataset(step), initial_epoch=epoch, epochs=last, steps_per_epoch=steps,
+        run.model.fit(train_dataset(step), initial_epoch=epoch, epochs=last, steps_per_epoch=steps,
                       validation_data=val.repeat(),
-                      validation_steps=-(-tc.validation_pairs // ctx.global_batch),
-                      callbacks=cbs, verbose=0)
+                      validation_steps=-(-tc.validation_pairs // run.global_batch),
+                      callbacks=cbs, verbose=0, shuffle=False)  # the pair stream shuffles itself
         step += steps * (last - epoch)
         epoch, done = last, 0
 
 
-def _held_out(ctx: _Run, val_files, model_config, data_config, per_class: bool) -> dict:
+def _held_out(run: Run, val_set, model_config, per_class: bool) -> dict:
     """AVC accuracy on the fixed held-out pairs; per class of the frame's video when asked."""
-    ds = data.validation_pairs(val_files, model_config, data_config, ctx.train_config.validation_pairs,
-                               ctx.global_batch, seed=ctx.train_config.seed, with_metadata=per_class)
+    tc = run.train_config
+    ds = data.held_out_pairs(val_set, model_config, tc.validation_pairs, run.global_batch, tc.seed,
+                             tc.pairs_per_video, with_metadata=per_class)
     if not per_class:
-        return {**loop.evaluate(ctx.model, ds), "pairs": ctx.train_config.validation_pairs,
-                "steps": ctx.checkpointer.step}
-    labels = data.labels_by_video(val_files)
+        return {**loop.evaluate(run.model, ds), "pairs": tc.validation_pairs,
+                "steps": run.checkpointer.step}
+    labels = shards.labels_by_video(val_set)
     hits, classes, losses = [], [], []
     for x, y, meta in ds:
-        probs = ctx.model(x, training=False).numpy()
+        probs = run.model(x, training=False).numpy()
         y = y.numpy()
         hits.append(probs.argmax(-1) == y)
         losses.append(-np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12)))
@@ -194,4 +163,4 @@ def _held_out(ctx: _Run, val_files, model_config, data_config, per_class: bool) 
     table = {str(c): {"avc_accuracy": float(hits[classes == c].mean()), "pairs": int((classes == c).sum())}
              for c in sorted(set(classes))}
     return {"avc_accuracy": float(hits.mean()), "loss": float(np.concatenate(losses).mean()),
-            "pairs": int(len(hits)), "steps": ctx.checkpointer.step, "per_class": table}
+            "pairs": int(len(hits)), "steps": run.checkpointer.step, "per_class": table}

@@ -15,32 +15,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
-import subprocess
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-import l3_keras
+from l3_keras import files
 from l3_keras.errors import L3Error
 
 CONFIG, HISTORY, CURVES, RESULTS, MODEL, LOGS = (
     "config.json", "history.csv", "curves.png", "results.json", "model.keras", "logs")
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=os.path.dirname(__file__)).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def versions() -> dict:
-    return {"l3_keras": l3_keras.__version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 def write_config(run_dir, model_config, data_config, train_config, inputs: dict) -> dict:
@@ -53,31 +35,29 @@ def write_config(run_dir, model_config, data_config, train_config, inputs: dict)
     """
     path = os.path.join(run_dir, CONFIG)
     config = {"model": model_config.to_dict(), "data": data_config.to_dict(),
-              "train": train_config.to_dict(), "inputs": inputs, "git_commit": git_commit(),
-              "versions": versions()}
+              "train": train_config.to_dict(), "inputs": inputs, **files.stamp()}
     if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+        old = files.read_json(path)
         if json.loads(json.dumps(config["model"])) != old.get("model"):
             raise L3Error(f"{run_dir} holds a run of another model ({old['model'].get('name')}); "
                           "resume it with the same preset or choose a new --model-dir.")
-    write_json(path, config)
+    files.write_json(path, config)
     return config
 
 
-def write_json(path, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def save_model(model, run_dir) -> str:
-    """model.keras, written to a temp name and renamed, so a reader never sees half a file."""
+    """model.keras: the architecture and weights, written atomically (`files.atomic_write`).
+
+    Saved uncompiled: the optimizer's state lives in checkpoints/ (what a resume reads), and a
+    compiled file with a LossScaleOptimizer (fp16) does not load its own optimizer variables back.
+    """
+    import keras
+
+    plain = keras.Model.from_config(model.get_config())  # clone_model would compile it too
+    plain.set_weights(model.get_weights())
     path = os.path.join(run_dir, MODEL)
-    tmp = os.path.join(run_dir, f".model.tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with files.atomic_write(path, suffix=".keras") as tmp:
+        plain.save(tmp)
     return path
 
 
@@ -86,7 +66,9 @@ def read_history(run_dir) -> list:
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+        # k is None for cells beyond the header (a column added by a later version of the package).
+        return [{k: float(v) for k, v in row.items() if k is not None and v not in ("", None)}
+                for row in csv.DictReader(f)]
 
 
 def plot_curves(run_dir) -> None:
@@ -110,10 +92,9 @@ def plot_curves(run_dir) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = os.path.join(run_dir, f".curves.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
+    with files.atomic_write(os.path.join(run_dir, CURVES), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, os.path.join(run_dir, CURVES))
 
 
 def append_history(run_dir, epoch: int, logs: dict) -> None:

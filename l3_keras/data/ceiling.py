@@ -39,14 +39,12 @@ def _seen(events, t):
     return next((e["kind"] for e in events if e["start"] <= t < e["end"]), None)
 
 
-def avc_ceiling(kinds: int, seconds: float = 10.0, event_seconds=(1.0, 3.0), max_gap: float = 1.0,
-                window: float = 1.0, pairs: int = 40000, clips: int = 400, seed: int = 0) -> float:
-    """Monte Carlo Bayes-optimal AVC accuracy for `synthetic.make_collection(kinds=..., seconds=...)`.
+def avc_ceiling(spec: synthetic.ClipSpec, window: float = 1.0, pairs: int = 40000,
+                clips: int = 400, seed: int = 0) -> float:
+    """Monte Carlo Bayes-optimal AVC accuracy for `synthetic.make_collection(..., spec)`.
 
     Args:
-        kinds: event kinds in the collection.
-        seconds: clip length.
-        event_seconds, max_gap: event lengths and longest gap, as given to make_collection.
+        spec: the collection's clips (kinds, seconds, event lengths and gaps count here).
         window: audio window in seconds (1 s in the paper).
         pairs: pairs drawn per class; the estimate's standard error is about 0.2 / sqrt(pairs).
         clips: distinct random clips to draw from.
@@ -56,8 +54,10 @@ def avc_ceiling(kinds: int, seconds: float = 10.0, event_seconds=(1.0, 3.0), max
         the ceiling in [0.5, 1].
     """
     rng = np.random.default_rng(seed)
-    collection = [synthetic.random_events(seconds, kinds, rng, min_seconds=event_seconds[0],
-                                             max_seconds=event_seconds[1], max_gap=max_gap)
+    seconds = spec.seconds
+    collection = [synthetic.random_events(seconds, spec.kinds, rng,
+                                          min_seconds=spec.event_seconds[0],
+                                          max_seconds=spec.event_seconds[1], max_gap=spec.max_gap)
                   for _ in range(clips)]
     counts = {True: collections.Counter(), False: collections.Counter()}
     for _ in range(pairs):
