@@ -98,8 +98,8 @@ PRESETS = {
         name="openl3-mel256", frontend="mel", n_fft=2048, win_length=2048, hop_length=242, n_mels=256
     ),
     # Scaled down so that it trains in minutes on 2 CPU cores: 16 kHz, 64 log-mel bands with a 25 ms
-    # window and 20 ms hop (64 x 51: a 10 ms hop made training steps 1.4x slower), 64x64 frames,
-    # 8x narrower filters.
+    # window and 20 ms hop (64 x 51; the README says what a 10 ms hop costs), 64x64 frames, 8x
+    # narrower filters.
     "tiny": ModelConfig(
         name="tiny",
         sample_rate=16000,

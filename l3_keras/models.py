@@ -66,14 +66,15 @@ def embedding_name(cfg: ModelConfig, prefix: str) -> str:
     return f"{prefix}_pool{len(cfg.filters)}"
 
 
-def _input(cfg: ModelConfig, kind: str, inputs=None):
+def _input(cfg: ModelConfig, input_name: str, inputs=None):
     """A named Input, or a given tensor checked against the shape the config expects."""
-    shape = (*cfg.image_size, 3) if kind == IMAGE else (cfg.audio_samples,)
+    shape = (*cfg.image_size, 3) if input_name == IMAGE else (cfg.audio_samples,)
     if inputs is None:
-        return keras.Input(shape=shape, name=kind, dtype="float32")
+        return keras.Input(shape=shape, name=input_name, dtype="float32")
     got = tuple(inputs.shape[1:])
     if got != shape:
-        what = "image [batch, height, width, 3]" if kind == IMAGE else "waveform [batch, samples]"
+        what = ("image [batch, height, width, 3]" if input_name == IMAGE
+                else "waveform [batch, samples]")
         raise L3Error(
             f"{cfg.name!r} expects a {what} input of shape (batch, {', '.join(map(str, shape))}); "
             f"got {tuple(inputs.shape)}."
@@ -138,16 +139,16 @@ def build_l3(cfg: ModelConfig) -> keras.Model:
     return keras.Model({IMAGE: image, AUDIO: waveform}, probs, name=f"l3_{cfg.name}")
 
 
-def _embedding_model(l3: keras.Model, cfg: ModelConfig, kind: str, transfer_features: bool):
-    prefix = "vision" if kind == IMAGE else "audio"
-    inputs = l3.get_layer(kind).output
+def _embedding_model(l3: keras.Model, cfg: ModelConfig, input_name: str, transfer_features: bool):
+    prefix = "vision" if input_name == IMAGE else "audio"
+    inputs = l3.get_layer(input_name).output
     outputs = l3.get_layer(embedding_name(cfg, prefix)).output
     if transfer_features:
         fmap = l3.get_layer(last_conv_name(cfg, prefix)).output
         pool = tuple(max(1, int(s) // g) for s, g in zip(fmap.shape[1:3], TRANSFER_GRID))
         x = keras.layers.MaxPooling2D(pool, strides=pool, name=f"{prefix}_transfer_pool")(fmap)
         outputs = [outputs, keras.layers.Flatten(name=f"{prefix}_transfer_features")(x)]
-    return keras.Model(inputs, outputs, name=f"{kind}_embedding")
+    return keras.Model(inputs, outputs, name=f"{input_name}_embedding")
 
 
 def audio_embedding_model(l3: keras.Model, cfg: ModelConfig, transfer_features=False):

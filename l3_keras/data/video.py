@@ -13,7 +13,7 @@ Stream choice: among the audio (video) streams, the first with the "default" dis
 first one; attached pictures (cover art) are never the video stream.
 
 Failure reasons: `VideoError.reason` is one of `REASONS`, optionally followed by ": detail" (e.g.
-"decode error: Invalid data found when processing input"); `VideoError.kind` is the bare reason.
+"decode error: Invalid data found when processing input"); `VideoError.bare_reason` is without it.
 The container's declared duration is never needed (files that report none are decoded by reading
 the streams); it only tells "truncated" apart from other decode errors.
 
@@ -80,7 +80,7 @@ class VideoError(L3Error):
         super().__init__(f"Cannot use video {self.path}: {reason}.")
 
     @property
-    def kind(self) -> str:
+    def bare_reason(self) -> str:
         """The reason without its detail: one of `REASONS`."""
         return self.reason.split(":")[0]
 

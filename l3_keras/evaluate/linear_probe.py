@@ -230,7 +230,7 @@ def cross_validate(features: Sequence[np.ndarray], labels: Sequence[str], folds:
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread: once TensorFlow has run in this process, multi-threaded OpenBLAS contends
-    # with its thread pools and a fit takes ~50x longer (measured: 0.6 s -> 33 s).
+    # with its thread pools and a fit takes many times longer.
     with threadpool_limits(1):
         return _cross_validate(features, labels, folds, classifier, C, seed)
 
