@@ -70,13 +70,21 @@ def add_train_arguments(p, preset="tiny"):
                    help="auto: all GPUs mirrored, else one device; multiworker needs TF_CONFIG")
 
 
-def run_train_arguments(args) -> dict:
-    """Calls train.recipe.run_recipe with the parsed training flags; prints the results."""
+def configure_logging(fmt: str) -> None:
+    """Our progress lines at INFO; other libraries' loggers (TensorFlow's) at WARNING.
+
+    Call before TensorFlow is imported: TF gives its own logger a handler when the root logger has
+    none, and each of its lines would then print twice (its handler, then the root's).
+    """
     import logging
 
-    # Before TensorFlow is imported: TF gives its own logger a handler when the root logger has
-    # none, and every TF line would then print twice (its handler, then ours).
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format=fmt, datefmt="%H:%M:%S")
+    logging.getLogger("l3_keras").setLevel(logging.INFO)
+
+
+def run_train_arguments(args) -> dict:
+    """Calls train.recipe.run_recipe with the parsed training flags; prints the results."""
+    configure_logging("%(asctime)s %(message)s")
     from l3_keras.train.recipe import run_recipe
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
@@ -110,9 +118,7 @@ def _prepare(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handler(args):
-        import logging
-
-        logging.basicConfig(level=logging.INFO, format="%(message)s")  # before TF: see above
+        configure_logging("%(message)s")
         from l3_keras.config import DataConfig, get_preset
         from l3_keras.data.prepare import prepare
 

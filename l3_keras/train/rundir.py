@@ -29,12 +29,14 @@ def write_config(run_dir, model_config, data_config, train_config, inputs: dict)
     """Writes config.json; refuses a run directory that holds a run of another model.
 
     The train config may change between resumes (e.g. more epochs); the file keeps the latest.
+    `data_config` is what the shards were prepared with (their manifest; None when they have none).
 
     Raises:
         L3Error: run_dir has a config.json with another model config.
     """
     path = os.path.join(run_dir, CONFIG)
-    config = {"model": model_config.to_dict(), "data": data_config.to_dict(),
+    config = {"model": model_config.to_dict(),
+              "data": data_config.to_dict() if data_config is not None else None,
               "train": train_config.to_dict(), "inputs": inputs, **files.stamp()}
     if os.path.exists(path):
         old = files.read_json(path)
