@@ -13,6 +13,12 @@ So an audio embedding and an image embedding with the same timestamp describe th
 
 Audio shorter than one window gives exactly one window, zero-padded at the end (center=False)
 or on both sides (center=True). Empty audio raises L3Error.
+
+Models whose config says framing="openl3" (the `openl3-*` presets, `l3 import-openl3`) are cut
+as OpenL3's get_audio_embedding does, so frame counts and timestamps equal OpenL3's: center=True
+pads half a window at the START only, windows run until one reaches the last sample (the end is
+zero-padded to it), the hop is int(hop_size * rate) samples, and timestamps are k * hop_size
+(window centres with center=True, window STARTS with center=False, as OpenL3 reports them).
 """
 from __future__ import annotations
 
@@ -147,10 +153,16 @@ def frame_audio(audio, cfg: ModelConfig, hop_size: float, center: bool):
         (windows float32 [T, S] view, timestamps float64 [T] in seconds).
     """
     win = cfg.audio_samples
-    hop = int(round(hop_size * cfg.sample_rate))
+    hop = int(hop_size * cfg.sample_rate) if cfg.framing == "openl3" else int(round(hop_size * cfg.sample_rate))
     if hop < 1:
         raise L3Error(f"hop_size {hop_size} s is below one sample at {cfg.sample_rate} Hz.")
     left = win // 2 if center else 0
+    if cfg.framing == "openl3":
+        n = 1 + max(0, -(-(len(audio) + left - win) // hop))
+        padded = np.zeros((n - 1) * hop + win, np.float32)
+        padded[left : left + len(audio)] = audio
+        windows = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop]
+        return windows, np.arange(n) * hop_size
     total = max(len(audio) + (win if center else 0), win)
     padded = np.zeros(total, np.float32)
     padded[left : left + len(audio)] = audio

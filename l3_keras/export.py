@@ -100,6 +100,42 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
     Raises:
         L3Error: bad source, bad name, or an existing version without overwrite.
     """
+    _target(name, root, version, overwrite)  # fail before the slow load
+    l3, cfg = load_source(source, preset)
+    return write_export(l3, cfg, name, source=str(source), root=root, version=version,
+                        overwrite=overwrite)
+
+
+def write_export(l3, cfg, name, source, info=None, root="saved_models", version=None,
+                 overwrite=False):
+    """Writes the export of an AVC model already in memory (`export` and `l3 import-openl3`).
+
+    Args:
+        l3, cfg: the AVC model and its ModelConfig.
+        name, root, version, overwrite: as for `export`.
+        source: what the model came from, recorded in export.json.
+        info: more keys for export.json (e.g. the OpenL3 weight files and their SHA-256).
+
+    Returns:
+        pathlib.Path of the export folder.
+    """
+    target, old_versions, version = _target(name, root, version, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a serving container may run as another user
+    try:
+        sigs = _write(tmp, l3, cfg, name, version, source)
+        for v in old_versions - {version}:
+            shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
+        files.write_json(tmp / "export.json", {**_info(source, version, sigs), **(info or {})})
+        _swap(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _target(name, root, version, overwrite):
+    """(export folder, its existing versions, the version to write); L3Error if not allowed."""
     if not name or os.sep in name or name.startswith("."):
         raise L3Error(f"Export name {name!r} must be a plain folder name, e.g. 'l3_paper'.")
     target = pathlib.Path(root) / name
@@ -109,19 +145,7 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
         raise L3Error(f"--version must be a positive integer; got {version}.")
     if version in old_versions and not overwrite:
         raise L3Error(f"{target}/serving/{version} exists; choose another --version or --overwrite.")
-    l3, cfg = load_source(source, preset)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a serving container may run as another user
-    try:
-        sigs = _write(tmp, l3, cfg, name, version, source)
-        for v in old_versions - {version}:
-            shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
-        files.write_json(tmp / "export.json", _info(source, version, sigs))
-        _swap(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return target, old_versions, version
 
 
 def _write(folder, l3, cfg, name, version, source) -> dict:
