@@ -7,10 +7,22 @@ Prints, per precision:
 Figures are the median over --runs timed runs after one warm-up run. Random weights: the speed
 does not depend on them.
 
+With --openl3 REPR it instead compares, in one run, seconds of audio per second of l3_keras'
+`openl3-REPR` (OpenL3-layout weights imported by `l3 import-openl3`'s loader) and of OpenL3's own
+get_audio_embedding (kapre front end, run in the oracle venv as a subprocess), on the same clip
+with the same hop and batch size.
+
     python benchmarks/embed.py [--seconds 10] [--images 32] [--runs 3] [--batch-size 32]
+    python benchmarks/embed.py --openl3 mel256 --seconds 5 --hop 0.5 [--oracle-python PY]
 """
 import argparse
+import json
+import os
+import pathlib
 import statistics
+import subprocess
+import tempfile
+import textwrap
 import time
 import warnings
 
@@ -55,6 +67,59 @@ def measure(policy, args):
     )
 
 
+ORACLE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time, warnings
+    import numpy as np
+    warnings.simplefilter("ignore")
+    from openl3 import core, models
+    weights, audio_path, repr_, hop, batch, runs = sys.argv[1:]
+    model = models.load_audio_embedding_model_from_path(weights, repr_, 512)
+    audio = np.load(audio_path)
+    def run():
+        core.get_audio_embedding(audio, 48000, model=model, hop_size=float(hop),
+                                 batch_size=int(batch), verbose=0)
+    run()
+    times = []
+    for _ in range(int(runs)):
+        start = time.perf_counter(); run(); times.append(time.perf_counter() - start)
+    print(json.dumps(sorted(times)[len(times) // 2]))
+    """
+)
+
+
+def compare_openl3(args):
+    """l3_keras vs OpenL3's own code: seconds of audio per second, same model, hop and clip."""
+    from l3_keras import openl3_import, openl3_weights
+
+    cfg = get_preset(f"openl3-{args.openl3}")
+    audio = (np.random.default_rng(0).random(args.seconds * 48000, np.float32) - 0.5) * 0.2
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = pathlib.Path(tmp) / f"openl3_audio_{args.openl3}_music.h5"
+        plan = openl3_weights.openl3_plan(cfg, "audio")
+        openl3_weights.write_keras2_weights(weights, plan, openl3_weights.random_weights(plan, 0), "audio")
+        np.save(pathlib.Path(tmp) / "audio.npy", audio)
+        l3, cfg = openl3_import.build_openl3(weights)
+        towers = embed.EmbeddingModels.from_l3(l3, cfg)
+        ours = median_seconds(
+            lambda: embed.get_audio_embedding(audio, 48000, towers, args.hop, batch_size=args.batch_size),
+            args.runs,
+        )
+        env = dict(os.environ, PYTHONPATH=args.openl3_source, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run(
+            [args.oracle_python, "-c", ORACLE_SCRIPT, str(weights), str(pathlib.Path(tmp) / "audio.npy"),
+             args.openl3, str(args.hop), str(args.batch_size), str(args.runs)],
+            env=env, check=True, capture_output=True, text=True,
+        )
+        theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    windows = len(embed.frame_audio(audio, cfg, args.hop, True)[1])
+    print(f"openl3-{args.openl3}, {args.seconds} s clip, hop {args.hop} s ({windows} windows), "
+          f"batch {args.batch_size}, median of {args.runs}:")
+    print(f"  l3_keras        {args.seconds / ours:6.2f} s/s ({ours:.2f} s)")
+    print(f"  OpenL3 (kapre)  {args.seconds / theirs:6.2f} s/s ({theirs:.2f} s)")
+    print(f"  l3_keras / OpenL3 speed: {theirs / ours:.2f}x")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=int, default=10, help="audio clip length (10)")
@@ -63,8 +128,16 @@ def main():
     p.add_argument("--runs", type=int, default=3, help="timed runs; the median is printed (3)")
     p.add_argument("--batch-size", type=int, default=32, help="windows / images per pass (32)")
     p.add_argument("--policies", nargs="+", default=["float32", "mixed_bfloat16"])
+    p.add_argument("--openl3", choices=["linear", "mel128", "mel256"],
+                   help="compare this OpenL3 model with OpenL3's own code instead")
+    p.add_argument("--oracle-python", default="/tmp/openl3-oracle/bin/python",
+                   help="python of the venv where OpenL3's code runs (see ../shared/oracles)")
+    p.add_argument("--openl3-source", default=str(pathlib.Path(__file__).resolve().parents[2]
+                                                   / "shared" / "oracles" / "openl3"))
     args = p.parse_args()
     warnings.filterwarnings("ignore", message=".*random weights.*")
+    if args.openl3:
+        return compare_openl3(args)
     for policy in args.policies:
         measure(policy, args)
 

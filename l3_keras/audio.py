@@ -36,13 +36,16 @@ def spectrogram_shape(cfg: ModelConfig):
     """(freq_bins, time_frames) that the front end produces for one input window."""
     if cfg.frontend in ("stft_db", "mel_db"):
         freq = cfg.n_fft // 2 + 1 if cfg.frontend == "stft_db" else cfg.n_mels
-        if cfg.pad_end:
-            return freq, -(-cfg.audio_samples // cfg.hop_length)
-        return freq, 1 + (cfg.audio_samples - cfg.win_length) // cfg.hop_length
+        return freq, db_frames(cfg.audio_samples, cfg.n_fft, cfg.hop_length, cfg.pad_end)
     if cfg.frontend == "stft":
         return cfg.n_fft // 2 + 1, 1 + (cfg.audio_samples - cfg.win_length) // cfg.hop_length
     # MelSpectrogram centres its frames (pads n_fft // 2 on both sides).
     return cfg.n_mels, 1 + cfg.audio_samples // cfg.hop_length
+
+
+def db_frames(samples, n_fft, hop_length, pad_end) -> int:
+    """STFT frames of `DecibelSpectrogram`: ceil(samples / hop) with pad_end, else only full ones."""
+    return -(-samples // hop_length) if pad_end else 1 + (samples - n_fft) // hop_length
 
 
 def slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None) -> np.ndarray:
@@ -58,7 +61,8 @@ def slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin=0.0, fmax=None) -> np
 
     def hz_to_mel(f):
         f = np.asarray(f, np.float64)
-        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+        log_part = min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep
+        return np.where(f >= min_log_hz, log_part, f / f_sp)
 
     def mel_to_hz(m):
         return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
@@ -119,8 +123,7 @@ class DecibelSpectrogram(keras.layers.Layer):
         return keras.ops.expand_dims(keras.ops.transpose(db, (0, 2, 1)), -1)
 
     def compute_output_shape(self, input_shape):
-        samples = input_shape[-1]
-        frames = -(-samples // self.hop_length) if self.pad_end else 1 + (samples - self.n_fft) // self.hop_length
+        frames = db_frames(input_shape[-1], self.n_fft, self.hop_length, self.pad_end)
         return (input_shape[0], self.n_mels or self.n_fft // 2 + 1, frames, 1)
 
     def get_config(self):

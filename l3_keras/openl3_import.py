@@ -5,9 +5,10 @@ OpenL3 (Cramer et al. 2019) trained L3 towers on AudioSet videos: audio networks
 files load into our `openl3-<repr>` presets (same topology, `config.py`); the file layout is in
 `openl3_weights.py`.
 
-OpenL3 publishes no audio-visual correspondence head: the fusion layers of the exported AVC model
-keep their random initial weights, so its `avc*` signatures are not meaningful; export.json lists
-the parts that hold no OpenL3 weights under "untrained".
+OpenL3 publishes no audio-visual correspondence head, so the export serves the embedding
+signatures only (serving_default = audio_embedding), and without --image no image ones either.
+l3.keras still holds the whole AVC model (the transfer features are cut from it); export.json lists
+its parts without OpenL3 weights under "untrained".
 """
 from __future__ import annotations
 
@@ -98,8 +99,9 @@ def import_openl3(audio_weights, name, image_weights=None, input_repr=None, cont
         },
         "untrained": ["fusion"] + ([] if image_weights is not None else ["vision"]),
     }
+    parts = ("audio", "image") if image_weights is not None else ("audio",)
     return export.write_export(l3, cfg, name, source=str(audio_weights), info=sources, root=root,
-                               version=version, overwrite=overwrite)
+                               version=version, overwrite=overwrite, parts=parts)
 
 
 def _names(path):

@@ -219,11 +219,12 @@ def write_keras2_weights(path, plan: List[PlannedLayer], values, prefix: str):
         names.append(name)
         weights[name] = [(f"{name}/{w}:0", a) for w, a in zip(layer.weights, arrays)]
     with h5py.File(path, "w") as f:
-        f.attrs["layer_names"] = [n.encode("utf8") for n in names]
+        # Fixed-length byte strings (numpy "S"), as Keras 2 writes these attributes.
+        f.attrs["layer_names"] = np.asarray([n.encode("utf8") for n in names])
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = b"2.2.4"
         for name in names:
             group = f.create_group(name)
-            group.attrs["weight_names"] = [w.encode("utf8") for w, _ in weights[name]]
+            group.attrs["weight_names"] = np.asarray([w.encode("utf8") for w, _ in weights[name]], "S")
             for w, a in weights[name]:
                 group.create_dataset(w, data=a)

@@ -4,7 +4,8 @@ Run from the repository root with our venv; it calls OpenL3's code (the oracle, 
 l3_keras) in the oracle venv as a subprocess:
 
     python3 -m venv /tmp/openl3-oracle
-    /tmp/openl3-oracle/bin/pip install "tensorflow-cpu==2.20.*" "kapre==0.3.7" h5py resampy soundfile scikit-learn
+    /tmp/openl3-oracle/bin/pip install "tensorflow-cpu==2.20.*" "kapre==0.3.7" h5py resampy \
+        soundfile scikit-learn
     PYTHONPATH=$PWD .venv/bin/python scripts/make_openl3_fixtures.py \
         [--oracle-python /tmp/openl3-oracle/bin/python] [--openl3 ../shared/oracles/openl3]
 

@@ -8,17 +8,17 @@ import gzip
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import h5py
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from l3_keras import cli, embed, openl3_import, openl3_weights
-from l3_keras.audio import slaney_mel_filterbank
+from l3_keras import cli, embed, models, openl3_import, openl3_weights
+from l3_keras.audio import slaney_mel_filterbank, spectrogram_shape
 from l3_keras.config import get_preset
 from l3_keras.errors import L3Error
 from tests import openl3_fixtures as fx
@@ -53,9 +53,11 @@ def media_or_none():
     return root if (root / "README.md").exists() else None
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
-    "input_repr",
-    ["mel128", pytest.param("linear", marks=pytest.mark.slow), pytest.param("mel256", marks=pytest.mark.slow)],
+    "input_repr", ["mel128", pytest.param("linear", marks=SLOW), pytest.param("mel256", marks=SLOW)]
 )
 def test_audio_import_matches_openl3(input_repr, oracle, weights):
     """512-D (global max) and 6144-D (4x3 grid) embeddings and timestamps equal OpenL3's."""
@@ -76,7 +78,6 @@ def test_audio_import_matches_openl3(input_repr, oracle, weights):
     assert max(errors.values()) <= RTOL, errors
 
 
-
 def image_inputs():
     media = media_or_none()
     return {"noise": fx.noise_image(), **(fx.real_images(media) if media else {})}
@@ -88,9 +89,9 @@ def test_image_import_matches_openl3(oracle, weights):
         fx.weight_file(weights, "audio", "mel128"), fx.weight_file(weights, "image", fx.IMAGE_REPR)
     )
     images = image_inputs()
-    models = embed.EmbeddingModels.from_l3(l3, cfg, transfer_features=True)
+    transfer = embed.EmbeddingModels.from_l3(l3, cfg, transfer_features=True)
     small = embed.get_image_embedding(list(images.values()), embed.EmbeddingModels.from_l3(l3, cfg))
-    big = embed.get_image_embedding(list(images.values()), models, transfer_features=True)
+    big = embed.get_image_embedding(list(images.values()), transfer, transfer_features=True)
     errors = {}
     for k, name in enumerate(images):
         errors[f"512/{name}"] = relative_error(small[k], oracle[f"image/512/{name}"])
@@ -100,25 +101,27 @@ def test_image_import_matches_openl3(oracle, weights):
     assert max(errors.values()) <= RTOL, errors
 
 
-def test_openl3_topology():
-    """The presets hold exactly OpenL3's weights: per tower, the importer's plan and nothing else."""
-    import keras
-
-    for input_repr in fx.AUDIO_REPRS:
-        cfg = get_preset(f"openl3-{input_repr}")
-        from l3_keras import models
-
-        for prefix, tower in (("audio", models.build_audio_tower), ("vision", models.build_vision_tower)):
-            model = tower(cfg)
-            plan = openl3_weights.openl3_plan(cfg, prefix)
-            planned = sum(int(np.prod(s)) for layer in plan for s in layer.shapes)
-            assert model.count_params() == planned == OPENL3_PARAMS[prefix]
-            assert isinstance(model.get_layer(models.last_conv_name(cfg, prefix)), keras.layers.Conv2D)
-    assert get_preset("openl3-linear").n_fft == 512
-
-
-# OpenL3 v0.4.2's networks, counted with its own code (model.count_params(), oracle venv).
+# OpenL3 v0.4.2's networks, counted with its own code (oracle venv): model.count_params() and
+# the output shape of the last conv (its 'audio_embedding_layer' / 'vision_embedding_layer').
 OPENL3_PARAMS = {"audio": 4_689_860, "vision": 4_691_020}
+OPENL3_LAST_MAP = {"linear": (32, 24), "mel128": (16, 24), "mel256": (32, 24), "vision": (28, 28)}
+SPECTROGRAMS = {"linear": (257, 197), "mel128": (128, 199), "mel256": (256, 199)}
+
+
+@pytest.mark.parametrize("input_repr", fx.AUDIO_REPRS)
+def test_openl3_topology(input_repr):
+    """The presets hold exactly OpenL3's weights and map sizes; the last conv is linear."""
+    cfg = get_preset(f"openl3-{input_repr}")
+    assert spectrogram_shape(cfg) == SPECTROGRAMS[input_repr]
+    for prefix, build in (("audio", models.build_audio_tower), ("vision", models.build_vision_tower)):
+        tower = build(cfg)
+        plan = openl3_weights.openl3_plan(cfg, prefix)
+        assert tower.count_params() == sum(int(np.prod(s)) for p in plan for s in p.shapes)
+        assert tower.count_params() == OPENL3_PARAMS[prefix]
+        last = tower.get_layer(models.last_conv_name(cfg, prefix))
+        assert isinstance(last, keras.layers.Conv2D)
+        grid = OPENL3_LAST_MAP[input_repr if prefix == "audio" else prefix]
+        assert tuple(last.output.shape[1:]) == (*grid, 512)
 
 
 def test_mel_filterbank_matches_librosa():
@@ -134,9 +137,9 @@ def _copy_layers(src, dst, drop=None, reshape=None):
     """Rewrites an OpenL3 file without layer `drop` or with a wrongly shaped kernel in `reshape`."""
     with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
         names = [n for n in f.attrs["layer_names"] if n.decode() != drop]
-        g.attrs["layer_names"] = names
+        g.attrs["layer_names"] = np.asarray(names)
         for n in names:
-            f.copy(f[n], g, name=n.decode())
+            f.copy(f[n.decode()], g, name=n.decode())
         if reshape:
             group = g[reshape]
             key = [w for w in group.attrs["weight_names"] if w.decode().endswith("kernel:0")][0].decode()
@@ -193,6 +196,12 @@ def test_import_openl3_export_matches_openl3(oracle, weights, tmp_path):
     assert info["openl3"]["input_repr"] == "mel128" and info["openl3"]["content_type"] == "music"
     assert info["openl3"]["files"]["audio"]["sha256"] == openl3_import.sha256(gz)
     assert info["untrained"] == ["fusion"]
+    # OpenL3 has no AVC head: embedding signatures only, each with a warm-up request.
+    served = sorted(row["name"] for row in info["signatures"])
+    assert served == ["audio_embedding", "audio_embedding_bytes", "image_embedding",
+                      "image_embedding_bytes", "serving_default"]
+    warmup = folder / "serving" / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    assert sum(1 for _ in tf.data.TFRecordDataset(str(warmup))) == 5
 
     cfg = get_preset("openl3-mel128")
     windows, _ = embed.frame_audio(fx.noise_audio(), cfg, fx.HOP, center=True)
@@ -248,3 +257,19 @@ def test_live_openl3_matches(weights, tmp_path):
                                         hop_size=fx.HOP)
     np.testing.assert_allclose(ts, live["timestamps/noise"])
     assert relative_error(emb, live["audio/mel128/512/noise"]) <= RTOL
+
+
+@pytest.mark.slow
+def test_audio_only_import_serves_audio_only(weights, tmp_path):
+    """Without --image: no image tower anywhere (files, signatures, embedding API)."""
+    folder = openl3_import.import_openl3(fx.weight_file(weights, "audio", "mel128"), "a",
+                                         root=tmp_path)
+    info = json.loads((folder / "export.json").read_text())
+    assert sorted(r["name"] for r in info["signatures"]) == [
+        "audio_embedding", "audio_embedding_bytes", "serving_default"]
+    assert info["untrained"] == ["fusion", "vision"]
+    assert not (folder / "image_embedding.keras").exists()
+    with pytest.raises(L3Error, match="no image tower"):
+        embed.get_image_embedding(fx.noise_image(), str(folder))
+    emb, _ = embed.get_audio_embedding(fx.noise_audio(), 48000, str(folder), hop_size=fx.HOP)
+    assert emb.shape == (3, 512)
