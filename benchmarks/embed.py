@@ -10,7 +10,7 @@ does not depend on them.
 With --openl3 REPR it instead compares, in one run, seconds of audio per second of l3_keras'
 `openl3-REPR` (OpenL3-layout weights imported by `l3 import-openl3`'s loader) and of OpenL3's own
 get_audio_embedding (kapre front end, run in the oracle venv as a subprocess), on the same clip
-with the same hop and batch size.
+with the same hop and batch size, alternating run by run.
 
     python benchmarks/embed.py [--seconds 10] [--images 32] [--runs 3] [--batch-size 32]
     python benchmarks/embed.py --openl3 mel256 --seconds 5 --hop 0.5 [--oracle-python PY]
@@ -69,27 +69,28 @@ def measure(policy, args):
 
 ORACLE_SCRIPT = textwrap.dedent(
     """
-    import json, sys, time, warnings
+    import sys, time, warnings
     import numpy as np
     warnings.simplefilter("ignore")
     from openl3 import core, models
-    weights, audio_path, repr_, hop, batch, runs = sys.argv[1:]
+    weights, audio_path, repr_, hop, batch = sys.argv[1:]
     model = models.load_audio_embedding_model_from_path(weights, repr_, 512)
     audio = np.load(audio_path)
-    def run():
+    for line in sys.stdin:  # one timed run per line
+        start = time.perf_counter()
         core.get_audio_embedding(audio, 48000, model=model, hop_size=float(hop),
                                  batch_size=int(batch), verbose=0)
-    run()
-    times = []
-    for _ in range(int(runs)):
-        start = time.perf_counter(); run(); times.append(time.perf_counter() - start)
-    print(json.dumps(sorted(times)[len(times) // 2]))
+        print(time.perf_counter() - start, flush=True)
     """
 )
 
 
 def compare_openl3(args):
-    """l3_keras vs OpenL3's own code: seconds of audio per second, same model, hop and clip."""
+    """l3_keras vs OpenL3's own code: seconds of audio per second, same model, hop and clip.
+
+    The two alternate run by run (OpenL3 in a long-lived subprocess) so that both see the same
+    machine load; the printed speed ratio is the median of the per-pair ratios.
+    """
     from l3_keras import openl3_import, openl3_weights
 
     cfg = get_preset(f"openl3-{args.openl3}")
@@ -101,23 +102,36 @@ def compare_openl3(args):
         np.save(pathlib.Path(tmp) / "audio.npy", audio)
         l3, cfg = openl3_import.build_openl3(weights)
         towers = embed.EmbeddingModels.from_l3(l3, cfg)
-        ours = median_seconds(
-            lambda: embed.get_audio_embedding(audio, 48000, towers, args.hop, batch_size=args.batch_size),
-            args.runs,
-        )
-        env = dict(os.environ, PYTHONPATH=args.openl3_source, TF_CPP_MIN_LOG_LEVEL="3")
-        out = subprocess.run(
+        oracle = subprocess.Popen(
             [args.oracle_python, "-c", ORACLE_SCRIPT, str(weights), str(pathlib.Path(tmp) / "audio.npy"),
-             args.openl3, str(args.hop), str(args.batch_size), str(args.runs)],
-            env=env, check=True, capture_output=True, text=True,
+             args.openl3, str(args.hop), str(args.batch_size)],
+            env=dict(os.environ, PYTHONPATH=args.openl3_source, TF_CPP_MIN_LOG_LEVEL="3"),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
-        theirs = json.loads(out.stdout.strip().splitlines()[-1])
+
+        def theirs():
+            oracle.stdin.write("run\n")
+            oracle.stdin.flush()
+            return float(oracle.stdout.readline())
+
+        def ours():
+            start = time.perf_counter()
+            embed.get_audio_embedding(audio, 48000, towers, args.hop, batch_size=args.batch_size)
+            return time.perf_counter() - start
+
+        try:
+            ours(), theirs()  # warm-up
+            pairs = [(ours(), theirs()) for _ in range(args.runs)]
+        finally:
+            oracle.stdin.close()
+            oracle.wait()
+    mine, other = (statistics.median(t) for t in zip(*pairs))
     windows = len(embed.frame_audio(audio, cfg, args.hop, True)[1])
     print(f"openl3-{args.openl3}, {args.seconds} s clip, hop {args.hop} s ({windows} windows), "
-          f"batch {args.batch_size}, median of {args.runs}:")
-    print(f"  l3_keras        {args.seconds / ours:6.2f} s/s ({ours:.2f} s)")
-    print(f"  OpenL3 (kapre)  {args.seconds / theirs:6.2f} s/s ({theirs:.2f} s)")
-    print(f"  l3_keras / OpenL3 speed: {theirs / ours:.2f}x")
+          f"batch {args.batch_size}, {args.runs} alternating runs (medians):")
+    print(f"  l3_keras        {args.seconds / mine:6.2f} s/s ({mine:.2f} s)")
+    print(f"  OpenL3 (kapre)  {args.seconds / other:6.2f} s/s ({other:.2f} s)")
+    print(f"  l3_keras / OpenL3 speed: {statistics.median(b / a for a, b in pairs):.2f}x")
 
 
 def main():
