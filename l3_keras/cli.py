@@ -186,6 +186,29 @@ def _export(sub):
 
 
 @_command
+def _import_openl3(sub):
+    p = sub.add_parser("import-openl3", help="OpenL3's published weights -> an export (as `l3 export`)")
+    p.add_argument("weights", help="OpenL3 audio weights, e.g. openl3_audio_mel256_music.h5[.gz]")
+    p.add_argument("--image", help="the matching image weights, e.g. openl3_image_mel256_music.h5")
+    p.add_argument("--name", required=True, help="export name: writes ROOT/NAME")
+    p.add_argument("--input-repr", choices=["linear", "mel128", "mel256"],
+                   help="front end (default: from the file name)")
+    p.add_argument("--content-type", choices=["music", "env"], help="default: from the file name")
+    p.add_argument("--version", type=int, help="TF Serving version (default: next free)")
+    p.add_argument("--root", default="saved_models", help="folder of exports (saved_models)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+
+    def handler(args):
+        from l3_keras.openl3_import import import_openl3
+
+        print(import_openl3(args.weights, args.name, args.image, args.input_repr,
+                            args.content_type, args.root, args.version, args.overwrite))
+        return 0
+
+    p.set_defaults(handler=handler)
+
+
+@_command
 def _embed(sub):
     p = sub.add_parser("embed", help="audio / image / video files -> one .npz of embeddings each")
     p.add_argument("media_type", choices=["audio", "image", "video"], help="what the inputs are")

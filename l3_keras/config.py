@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 
 from l3_keras.errors import L3Error, check_choice
 
-FRONTENDS = ("stft", "mel")
+FRONTENDS = ("stft", "mel", "stft_db", "mel_db")
+FRAMINGS = ("l3", "openl3")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -49,13 +50,26 @@ class ModelConfig(_JsonMixin):
         name: preset name this config came from.
         sample_rate: audio rate in Hz the model consumes (48 kHz in the paper).
         audio_seconds: length of the audio input (1 s in the paper).
-        frontend: "stft" (log-magnitude spectrogram, paper) or "mel" (log-mel, OpenL3).
+        frontend: "stft" (log-magnitude spectrogram, paper), "mel" (log-mel), or OpenL3's kapre
+            front ends "stft_db" / "mel_db": 10 log10 of the STFT magnitude (or of its Slaney mel
+            projection) minus the example's maximum, floored at -top_db (`audio.DecibelSpectrogram`).
         n_fft, win_length, hop_length: STFT parameters in samples (paper: 512, 480, 240).
-        n_mels: mel bands for the "mel" front end.
+        n_mels: mel bands for the "mel" and "mel_db" front ends.
+        top_db: dynamic range in dB of the "*_db" front ends (OpenL3: 80).
+        pad_end: zero-pad the end so frames cover the whole window: ceil(S / hop) frames ("*_db").
         image_size: (height, width) of the frame input (paper: 224x224).
         filters: conv filters per block, the last is the embedding size (paper: 64..512).
         convs_per_block: conv3x3-BN-ReLU units per block (paper: 2).
         fusion_units: width of the fusion hidden layer (paper: 128).
+        conv_bias: convolutions have biases (OpenL3) besides the BatchNorm shift.
+        last_conv_linear: the tower's last conv has no BatchNorm/ReLU (OpenL3's embedding layer).
+        image_input_bn: a BatchNorm on the rescaled image before the first conv (OpenL3).
+        relu_before_bn: conv names whose unit runs conv -> ReLU -> BN (OpenL3's image network
+            does this in "vision_block1_conv2" only).
+        audio_transfer_grid, image_transfer_grid: cells the last conv map is max-pooled to for
+            the transfer features (paper Sec. 4.2: 4x3 -> 6144-D audio; OpenL3 image: 4x4 -> 8192).
+        framing: how the embedding API cuts audio into windows: "l3" (windows centred on k * hop
+            up to the end) or "openl3" (OpenL3's get_audio_embedding: see `embed.frame_audio`).
     """
 
     name: str = "paper"
@@ -70,11 +84,21 @@ class ModelConfig(_JsonMixin):
     filters: Tuple[int, ...] = (64, 128, 256, 512)
     convs_per_block: int = 2
     fusion_units: int = 128
+    top_db: float = 80.0
+    pad_end: bool = False
+    conv_bias: bool = False
+    last_conv_linear: bool = False
+    image_input_bn: bool = False
+    relu_before_bn: Tuple[str, ...] = ()
+    audio_transfer_grid: Tuple[int, int] = (4, 3)
+    image_transfer_grid: Tuple[int, int] = (4, 3)
+    framing: str = "l3"
 
     def __post_init__(self):
         check_choice("frontend", self.frontend, FRONTENDS)
-        if self.frontend == "mel" and not self.n_mels:
-            raise L3Error(f"Preset {self.name!r}: the 'mel' front end needs n_mels > 0.")
+        check_choice("framing", self.framing, FRAMINGS)
+        if self.frontend in ("mel", "mel_db") and not self.n_mels:
+            raise L3Error(f"Preset {self.name!r}: the {self.frontend!r} front end needs n_mels > 0.")
         if self.win_length > self.n_fft:
             raise L3Error(f"win_length {self.win_length} must be <= n_fft {self.n_fft}.")
 
@@ -88,15 +112,31 @@ class ModelConfig(_JsonMixin):
         return self.filters[-1]
 
 
+_OPENL3 = dict(
+    hop_length=242,
+    conv_bias=True,
+    last_conv_linear=True,
+    image_input_bn=True,
+    relu_before_bn=("vision_block1_conv2",),
+    image_transfer_grid=(4, 4),
+    framing="openl3",
+)
+_OPENL3_FRONTENDS = {
+    "linear": dict(frontend="stft_db", n_fft=512, win_length=512),  # 257 x 197
+    "mel128": dict(frontend="mel_db", n_fft=2048, win_length=2048, n_mels=128, pad_end=True),
+    "mel256": dict(frontend="mel_db", n_fft=2048, win_length=2048, n_mels=256, pad_end=True),
+}
+
 PRESETS = {
     "paper": ModelConfig(),
-    # OpenL3 (Cramer et al. 2019): log-mel front ends at 48 kHz, hop 242 -> 199 frames.
-    "openl3-mel128": ModelConfig(
-        name="openl3-mel128", frontend="mel", n_fft=2048, win_length=2048, hop_length=242, n_mels=128
-    ),
-    "openl3-mel256": ModelConfig(
-        name="openl3-mel256", frontend="mel", n_fft=2048, win_length=2048, hop_length=242, n_mels=256
-    ),
+    # OpenL3 (Cramer et al. 2019, marl/openl3 v0.4.2 models.py): kapre front ends in dB relative
+    # to the example's maximum (80 dB range), biased convs, an input BatchNorm on both towers, the
+    # last conv linear, and OpenL3's windowing in the embedding API. `l3 import-openl3` loads its
+    # published weights into these.
+    **{
+        f"openl3-{repr_}": ModelConfig(name=f"openl3-{repr_}", **_OPENL3, **front)
+        for repr_, front in _OPENL3_FRONTENDS.items()
+    },
     # Scaled down so that it trains in minutes on 2 CPU cores: 16 kHz, 64 log-mel bands with a 25 ms
     # window and 20 ms hop (64 x 51; the README says what a 10 ms hop costs), 64x64 frames, 8x
     # narrower filters.

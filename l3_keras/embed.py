@@ -13,6 +13,12 @@ So an audio embedding and an image embedding with the same timestamp describe th
 
 Audio shorter than one window gives exactly one window, zero-padded at the end (center=False)
 or on both sides (center=True). Empty audio raises L3Error.
+
+Models whose config says framing="openl3" (the `openl3-*` presets, `l3 import-openl3`) are cut
+as OpenL3's get_audio_embedding does, so frame counts and timestamps equal OpenL3's: center=True
+pads half a window at the START only, windows run until one reaches the last sample (the end is
+zero-padded to it), the hop is int(hop_size * rate) samples, and timestamps are k * hop_size
+(window centres with center=True, window STARTS with center=False, as OpenL3 reports them).
 """
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ class EmbeddingModels:
     Attributes:
         config: ModelConfig (sample rate, window, image size).
         audio: waveform float32 [b, S] -> [b, D] (or [[b, D], [b, 4*3*D]] with transfer features).
-        image: image float32 [b, H, W, 3] in [0, 1] -> [b, D] (same with transfer features).
+        image: image float32 [b, H, W, 3] in [0, 1] -> [b, D] (same with transfer features), or
+            None for an export without an image tower.
         transfer_features: whether the models also return the conv4 features.
     """
 
@@ -71,14 +78,17 @@ def load_embedding_models(path, transfer_features=False) -> EmbeddingModels:
     from l3_keras.export import EXPORT_MODEL, read_config
 
     path = pathlib.Path(path)
-    files = [EXPORT_MODEL] if transfer_features else ["audio_embedding.keras", "image_embedding.keras"]
+    files = [EXPORT_MODEL] if transfer_features else ["audio_embedding.keras"]
     missing = [f for f in ["config.json", *files] if not (path / f).exists()]
     if missing:
         raise L3Error(f"{path} is not an export folder (missing {', '.join(missing)}); run `l3 export`.")
     cfg = read_config(path)
+    image_file = path / "image_embedding.keras"  # absent: imported without an image tower
     if transfer_features:
-        return EmbeddingModels.from_l3(keras.models.load_model(path / EXPORT_MODEL), cfg, True)
-    audio, image = (keras.models.load_model(path / f) for f in files)
+        found = EmbeddingModels.from_l3(keras.models.load_model(path / EXPORT_MODEL), cfg, True)
+        return dataclasses.replace(found, image=found.image if image_file.exists() else None)
+    audio = keras.models.load_model(path / files[0])
+    image = keras.models.load_model(image_file) if image_file.exists() else None
     return EmbeddingModels(cfg, audio, image)
 
 
@@ -104,6 +114,12 @@ def resolve_models(model, transfer_features=False) -> EmbeddingModels:
     if isinstance(model, (str, os.PathLike)):
         return load_embedding_models(model, transfer_features)
     raise L3Error(f"model must be an export folder, a preset name or EmbeddingModels; got {type(model)}.")
+
+
+def _with_image(models_: EmbeddingModels) -> EmbeddingModels:
+    if models_.image is None:
+        raise L3Error("This model has no image tower (an OpenL3 import without --image).")
+    return models_
 
 
 def _as_float(x) -> np.ndarray:
@@ -147,14 +163,20 @@ def frame_audio(audio, cfg: ModelConfig, hop_size: float, center: bool):
         (windows float32 [T, S] view, timestamps float64 [T] in seconds).
     """
     win = cfg.audio_samples
-    hop = int(round(hop_size * cfg.sample_rate))
+    openl3 = cfg.framing == "openl3"
+    hop = int(hop_size * cfg.sample_rate) if openl3 else int(round(hop_size * cfg.sample_rate))
     if hop < 1:
         raise L3Error(f"hop_size {hop_size} s is below one sample at {cfg.sample_rate} Hz.")
     left = win // 2 if center else 0
-    total = max(len(audio) + (win if center else 0), win)
+    if openl3:  # up to the first window that reaches the last sample
+        total = win + max(0, -(-(len(audio) + left - win) // hop)) * hop
+    else:
+        total = max(len(audio) + (win if center else 0), win)
     padded = np.zeros(total, np.float32)
     padded[left : left + len(audio)] = audio
     windows = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop]
+    if openl3:
+        return windows, np.arange(len(windows)) * hop_size
     timestamps = (np.arange(len(windows)) * hop + win / 2 - left) / cfg.sample_rate
     return windows, timestamps
 
@@ -262,7 +284,7 @@ def get_image_embedding(images, model="paper", batch_size=32, transfer_features=
     Returns:
         float32 [N, D]: one row per image (N = 1 for a single image).
     """
-    models_ = resolve_models(model, transfer_features)
+    models_ = _with_image(resolve_models(model, transfer_features))
     x = prepare_images(images, models_.config)
     return _run_batched(models_.image, [x], batch_size, transfer_features)[0]
 
@@ -293,7 +315,7 @@ def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_siz
     from l3_keras.data.video import decode_streams
     from l3_keras.preprocess import decode_images
 
-    models_ = resolve_models(model)
+    models_ = _with_image(resolve_models(model))
     cfg = models_.config
     fps = 1.0 / (frame_hop_size or hop_size)
     decoded = decode_streams(path, DataConfig.for_model(cfg, fps=fps, max_seconds=None))

@@ -6,7 +6,8 @@ Layout of `saved_models/NAME/` (see saved_models/README.md for serving it):
     export.json               source, version, git commit, signature table
     l3.keras                  AVC model: {"image": [b, H, W, 3] in [0, 1], "audio": [b, S]} -> [b, 2]
     audio_embedding.keras     waveform float32 [b, S] at config.sample_rate -> [b, D]
-    image_embedding.keras     image float32 [b, H, W, 3] in [0, 1] -> [b, D]
+    image_embedding.keras     image float32 [b, H, W, 3] in [0, 1] -> [b, D] (absent when the
+                              export has no trained image tower: `l3 import-openl3` without --image)
     models.config             TF Serving model config file (text proto), base_path /models/NAME/serving
     serving/N/                SavedModel, version N (signatures: `serving.py`)
     serving/N/assets.extra/tf_serving_warmup_requests   one PredictionLog per signature
@@ -100,6 +101,44 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
     Raises:
         L3Error: bad source, bad name, or an existing version without overwrite.
     """
+    _target(name, root, version, overwrite)  # fail before the slow load
+    l3, cfg = load_source(source, preset)
+    return write_export(l3, cfg, name, source=str(source), root=root, version=version,
+                        overwrite=overwrite)
+
+
+def write_export(l3, cfg, name, source, info=None, root="saved_models", version=None,
+                 overwrite=False, parts=serving.PARTS):
+    """Writes the export of an AVC model already in memory (`export` and `l3 import-openl3`).
+
+    Args:
+        l3, cfg: the AVC model and its ModelConfig.
+        name, root, version, overwrite: as for `export`.
+        source: what the model came from, recorded in export.json.
+        info: more keys for export.json (e.g. the OpenL3 weight files and their SHA-256).
+        parts: the parts with trained weights ("audio", "image", "avc"): only their signatures
+            are served, and image_embedding.keras is written only with "image".
+
+    Returns:
+        pathlib.Path of the export folder.
+    """
+    target, old_versions, version = _target(name, root, version, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a serving container may run as another user
+    try:
+        sigs = _write(tmp, l3, cfg, name, version, parts)
+        for v in old_versions - {version}:
+            shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
+        files.write_json(tmp / "export.json", {**_info(source, version, sigs), **(info or {})})
+        _swap(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _target(name, root, version, overwrite):
+    """(export folder, its existing versions, the version to write); L3Error if not allowed."""
     if not name or os.sep in name or name.startswith("."):
         raise L3Error(f"Export name {name!r} must be a plain folder name, e.g. 'l3_paper'.")
     target = pathlib.Path(root) / name
@@ -109,29 +148,19 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
         raise L3Error(f"--version must be a positive integer; got {version}.")
     if version in old_versions and not overwrite:
         raise L3Error(f"{target}/serving/{version} exists; choose another --version or --overwrite.")
-    l3, cfg = load_source(source, preset)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a serving container may run as another user
-    try:
-        sigs = _write(tmp, l3, cfg, name, version, source)
-        for v in old_versions - {version}:
-            shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
-        files.write_json(tmp / "export.json", _info(source, version, sigs))
-        _swap(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return target, old_versions, version
 
 
-def _write(folder, l3, cfg, name, version, source) -> dict:
+def _write(folder, l3, cfg, name, version, parts) -> dict:
     (folder / CONFIG).write_text(cfg.to_json())
     l3.save(folder / EXPORT_MODEL)
     models.audio_embedding_model(l3, cfg).save(folder / "audio_embedding.keras")
-    models.image_embedding_model(l3, cfg).save(folder / "image_embedding.keras")
+    if "image" in parts:
+        models.image_embedding_model(l3, cfg).save(folder / "image_embedding.keras")
     version_dir = folder / "serving" / str(version)
-    sigs = serving.save(l3, cfg, version_dir)
-    write_warmup(version_dir / WARMUP, name, serving.warmup_inputs(cfg))
+    sigs = serving.save(l3, cfg, version_dir, parts)
+    warmup = {k: v for k, v in serving.warmup_inputs(cfg).items() if k in sigs}
+    write_warmup(version_dir / WARMUP, name, warmup)
     (folder / "models.config").write_text(models_config(name))
     return sigs
 

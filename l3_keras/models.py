@@ -27,39 +27,40 @@ from l3_keras.errors import L3Error
 
 IMAGE = "image"
 AUDIO = "audio"
-TRANSFER_GRID = (4, 3)  # conv4 map max-pooled to 4x3 cells: 4 * 3 * 512 = 6144-D (paper Sec. 4.2)
 
 
-def conv_blocks(x, filters, convs_per_block, prefix):
+def conv_blocks(x, cfg: ModelConfig, prefix):
     """The tower body shared by vision and audio.
 
     Args:
         x: KerasTensor [b, H, W, C].
-        filters: filters per block, e.g. (64, 128, 256, 512).
-        convs_per_block: conv-BN-ReLU units per block (paper: 2).
+        cfg: the model config: filters per block (e.g. (64, 128, 256, 512)), convs_per_block
+            (paper: 2) and OpenL3's variations (conv_bias, last_conv_linear, relu_before_bn).
         prefix: "vision" or "audio"; layer names are f"{prefix}_block{b}_conv{i}" etc.
 
     Returns:
         KerasTensor [b, filters[-1]]: the global max-pooled last conv map.
     """
-    n = len(filters)
-    for b, f in enumerate(filters, start=1):
-        for i in range(1, convs_per_block + 1):
-            x = keras.layers.Conv2D(
-                f, 3, padding="same", use_bias=False, name=f"{prefix}_block{b}_conv{i}"
-            )(x)
-            x = keras.layers.BatchNormalization(
-                synchronized=True, name=f"{prefix}_block{b}_bn{i}"
-            )(x)
-            x = keras.layers.ReLU(name=f"{prefix}_block{b}_relu{i}")(x)
+    n = len(cfg.filters)
+    for b, f in enumerate(cfg.filters, start=1):
+        for i in range(1, cfg.convs_per_block + 1):
+            conv = f"{prefix}_block{b}_conv{i}"
+            x = keras.layers.Conv2D(f, 3, padding="same", use_bias=cfg.conv_bias, name=conv)(x)
+            if cfg.last_conv_linear and b == n and i == cfg.convs_per_block:
+                break  # OpenL3's embedding layer: the raw conv map
+            bn = keras.layers.BatchNormalization(synchronized=True, name=f"{prefix}_block{b}_bn{i}")
+            relu = keras.layers.ReLU(name=f"{prefix}_block{b}_relu{i}")
+            for layer in (relu, bn) if conv in cfg.relu_before_bn else (bn, relu):
+                x = layer(x)
         if b < n:
             x = keras.layers.MaxPooling2D(2, strides=2, name=f"{prefix}_pool{b}")(x)
     return keras.layers.GlobalMaxPooling2D(name=f"{prefix}_pool{n}")(x)
 
 
 def last_conv_name(cfg: ModelConfig, prefix: str) -> str:
-    """Name of the last ReLU of the last block (the 'conv4' map of the paper model)."""
-    return f"{prefix}_block{len(cfg.filters)}_relu{cfg.convs_per_block}"
+    """Name of the layer giving the last conv map (the paper's 'conv4' map after its ReLU)."""
+    n, c = len(cfg.filters), cfg.convs_per_block
+    return f"{prefix}_block{n}_conv{c}" if cfg.last_conv_linear else f"{prefix}_block{n}_relu{c}"
 
 
 def embedding_name(cfg: ModelConfig, prefix: str) -> str:
@@ -85,7 +86,9 @@ def _input(cfg: ModelConfig, input_name: str, inputs=None):
 def vision_tower(image, cfg: ModelConfig):
     """image float32 [b, H, W, 3] in [0, 1] -> embedding [b, filters[-1]]."""
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="vision_rescale")(image)
-    return conv_blocks(x, cfg.filters, cfg.convs_per_block, "vision")
+    if cfg.image_input_bn:
+        x = keras.layers.BatchNormalization(name="vision_bn_input", synchronized=True)(x)
+    return conv_blocks(x, cfg, "vision")
 
 
 def audio_tower(waveform, cfg: ModelConfig):
@@ -95,7 +98,7 @@ def audio_tower(waveform, cfg: ModelConfig):
     x = keras.layers.BatchNormalization(
         name="audio_bn_input", dtype="float32", synchronized=True
     )(x)
-    return conv_blocks(x, cfg.filters, cfg.convs_per_block, "audio")
+    return conv_blocks(x, cfg, "audio")
 
 
 def fusion(vision_embedding, audio_embedding, cfg: ModelConfig):
@@ -145,7 +148,8 @@ def _embedding_model(l3: keras.Model, cfg: ModelConfig, input_name: str, transfe
     outputs = l3.get_layer(embedding_name(cfg, prefix)).output
     if transfer_features:
         fmap = l3.get_layer(last_conv_name(cfg, prefix)).output
-        pool = tuple(max(1, int(s) // g) for s, g in zip(fmap.shape[1:3], TRANSFER_GRID))
+        grid = cfg.image_transfer_grid if input_name == IMAGE else cfg.audio_transfer_grid
+        pool = tuple(max(1, int(s) // g) for s, g in zip(fmap.shape[1:3], grid))
         x = keras.layers.MaxPooling2D(pool, strides=pool, name=f"{prefix}_transfer_pool")(fmap)
         outputs = [outputs, keras.layers.Flatten(name=f"{prefix}_transfer_features")(x)]
     return keras.Model(inputs, outputs, name=f"{input_name}_embedding")
@@ -155,11 +159,16 @@ def audio_embedding_model(l3: keras.Model, cfg: ModelConfig, transfer_features=F
     """The trained audio tower cut out of `l3`: waveform [b, samples] -> [b, D].
 
     With transfer_features=True it returns [embedding [b, D], conv4 features [b, 4*3*D]]: the
-    last conv map max-pooled to a 4x3 grid (6144-D for the paper model, used for ESC-50 transfer).
+    last conv map max-pooled to cfg.audio_transfer_grid (4x3: 6144-D for the paper model, used for
+    ESC-50 transfer; OpenL3's 6144-D embedding).
     """
     return _embedding_model(l3, cfg, AUDIO, transfer_features)
 
 
 def image_embedding_model(l3: keras.Model, cfg: ModelConfig, transfer_features=False):
-    """The trained vision tower cut out of `l3`: image [b, H, W, 3] in [0, 1] -> [b, D]."""
+    """The trained vision tower cut out of `l3`: image [b, H, W, 3] in [0, 1] -> [b, D].
+
+    transfer_features=True adds the last conv map max-pooled to cfg.image_transfer_grid (4x4 for
+    OpenL3: its 8192-D image embedding).
+    """
     return _embedding_model(l3, cfg, IMAGE, transfer_features)

@@ -11,7 +11,9 @@ size; see `signature_table`):
                                                                           -> probability [batch]
     avc_bytes              image_bytes + audio_bytes string [batch]       -> probability [batch]
 
-`probability` is P(frame and audio correspond), column 1 of the AVC softmax. Image inputs are
+`probability` is P(frame and audio correspond), column 1 of the AVC softmax. A model with weights
+for only some parts (`parts`: OpenL3's imports have no AVC head, maybe no image tower) gets only
+their signatures, and serving_default is then audio_embedding. Image inputs are
 fitted with `preprocess.fit_images`; WAV inputs give their first window (`decode_wav_windows`).
 Input names of the encoded variants end in `_bytes` so REST clients know to send {"b64": ...}.
 """
@@ -26,6 +28,12 @@ from l3_keras.errors import L3Error
 
 DEFAULT_SIGNATURE = "serving_default"
 AVC = "avc"
+PARTS = ("audio", "image", AVC)
+_PART_SIGNATURES = {
+    "audio": ("audio_embedding", "audio_embedding_bytes"),
+    "image": ("image_embedding", "image_embedding_bytes"),
+    AVC: (AVC, "avc_bytes"),
+}
 
 
 class L3ServingModule(tf.Module):
@@ -34,10 +42,12 @@ class L3ServingModule(tf.Module):
     Args:
         l3: the AVC model (`models.build_l3` or a loaded `.keras` file).
         cfg: its ModelConfig.
+        parts: the trained parts to serve, a subset of PARTS ("audio", "image", "avc").
     """
 
-    def __init__(self, l3, cfg: ModelConfig):
+    def __init__(self, l3, cfg: ModelConfig, parts=PARTS):
         super().__init__(name="l3_serving")
+        self._parts = tuple(p for p in PARTS if p in parts)
         self.l3 = l3
         self.audio_model = models.audio_embedding_model(l3, cfg)
         self.image_model = models.image_embedding_model(l3, cfg)
@@ -113,10 +123,9 @@ class L3ServingModule(tf.Module):
 
     def signatures(self) -> dict:
         """{signature name: concrete function} for tf.saved_model.save."""
-        names = ("audio_embedding", "audio_embedding_bytes", "image_embedding")
-        names += ("image_embedding_bytes", AVC, "avc_bytes")
+        names = [name for part in self._parts for name in _PART_SIGNATURES[part]]
         sigs = {name: getattr(self, name).get_concrete_function() for name in names}
-        sigs[DEFAULT_SIGNATURE] = sigs[AVC]
+        sigs[DEFAULT_SIGNATURE] = sigs[AVC if AVC in self._parts else "audio_embedding"]
         return sigs
 
 
@@ -125,13 +134,16 @@ def _float32(x):
     return tf.cast(x, tf.float32)
 
 
-def save(l3, cfg: ModelConfig, path) -> dict:
+def save(l3, cfg: ModelConfig, path, parts=PARTS) -> dict:
     """Writes the SavedModel of `l3` to `path` (one TF Serving version folder).
+
+    Args:
+        parts: the parts with trained weights, whose signatures are saved (see L3ServingModule).
 
     Returns:
         the {name: concrete function} signatures that were saved.
     """
-    module = L3ServingModule(l3, cfg)
+    module = L3ServingModule(l3, cfg, parts)
     sigs = module.signatures()
     tf.saved_model.save(module, str(path), signatures=sigs)
     return sigs

@@ -18,9 +18,12 @@ def random_inputs(cfg: ModelConfig, batch=2, seed=0):
     }
 
 
-def predict_in_fresh_process(model_path, inputs, tmp_path):
+def predict_in_fresh_process(model_path, inputs, tmp_path, import_l3_keras=False):
     """Loads `model_path` with tf.keras.models.load_model in a new Python WITHOUT importing
     l3_keras, runs it on `inputs` (an array or a dict of arrays) and returns its outputs.
+
+    import_l3_keras=True imports it first, for models holding our registered layers
+    (`audio.DecibelSpectrogram`), and checks that nothing else of ours is needed.
     """
     tmp_path = pathlib.Path(tmp_path)
     np.savez(tmp_path / "inputs.npz", **(inputs if isinstance(inputs, dict) else {"x": inputs}))
@@ -28,12 +31,14 @@ def predict_in_fresh_process(model_path, inputs, tmp_path):
         f"""
         import sys, numpy as np, tensorflow as tf
         assert "l3_keras" not in sys.modules
+        if {import_l3_keras!r}:
+            import l3_keras.audio
         model = tf.keras.models.load_model({str(model_path)!r})
         data = dict(np.load({str(tmp_path / "inputs.npz")!r}))
         x = data["x"] if list(data) == ["x"] else data
         out = model.predict(x, verbose=0)
         out = out if isinstance(out, (list, tuple)) else [out]
-        assert "l3_keras" not in sys.modules, "loading needed l3_keras"
+        assert {import_l3_keras!r} or "l3_keras" not in sys.modules, "loading needed l3_keras"
         np.savez({str(tmp_path / "outputs.npz")!r}, *out)
         """
     )

@@ -1,7 +1,7 @@
 """Linear probes: how well a frozen tower's features separate labelled sounds or images.
 
 The ESC-50 / DCASE protocol of the paper (Sec. 4.2): embed every clip in 1 s windows, take the
-conv4 map max-pooled to a 4x3 grid (6144-D for the paper model; `models.TRANSFER_GRID`) or the
+conv4 map max-pooled to a 4x3 grid (6144-D for the paper model; `ModelConfig.audio_transfer_grid`) or the
 embedding, standardise, fit a linear classifier on the WINDOWS, predict a clip by averaging its
 windows' scores, and cross-validate over folds (given ones, e.g. ESC-50's, or stratified k-fold).
 The paper used a linear SVM; logistic regression is the default here (calibrated scores, no
