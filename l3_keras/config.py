@@ -220,7 +220,7 @@ def check_fits(model: ModelConfig, sample_rate: int, frame_short_side: int, sour
     if frame_short_side < max(model.image_size):
         height, width = model.image_size
         raise L3Error(f"{source} hold frames with a {frame_short_side} px short side, smaller than "
-                      f"preset {model.name!r}'s {height}x{width} crop; prepare with --preset "
+                      f"preset {model.name!r} crops ({height}x{width}); prepare with --preset "
                       f"{model.name} (DataConfig.for_model).")
 
 

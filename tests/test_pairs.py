@@ -62,6 +62,19 @@ def test_element_spec_and_ranges(shards):
         assert np.abs(inputs["audio"]).max() <= 1.0 and set(label) <= {0, 1}
 
 
+def test_a_non_square_image_size_is_cropped_as_height_by_width(shards):
+    # Crops come from the model's image_size (height, width), never from image_size[0] alone.
+    tall = TINY.replace(name="tall", image_size=(64, 40))
+    for training in (True, False):
+        ds = pairs.make_pair_dataset(shards, tall, training=training, seed=0, batch_size=4,
+                                     repeat=True, options=PairOptions(block_size=16))
+        assert ds.element_spec[0]["image"].shape[1:] == [64, 40, 3]
+        assert _take(ds, 1)[0][0]["image"].shape == (4, 64, 40, 3)
+    wide = TINY.replace(name="wide", image_size=(64, 80))  # 80 px > the frames' 73 px short side
+    with pytest.raises(L3Error, match=r"smaller than preset 'wide' crops \(64x80\)"):
+        pairs.make_pair_dataset(shards, wide, training=True)
+
+
 def _dominant_segments(audio, schedule):
     """Per hop: the schedule segment whose frequency dominates a 512-sample window around it."""
     frames = tf.signal.frame(audio, 512, HOP).numpy() * np.hanning(512)
