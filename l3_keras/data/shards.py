@@ -39,11 +39,15 @@ class ShardSet:
     Attributes:
         files: sorted shard paths.
         data_config: the settings they were prepared with (their manifest); None for shards
-            without a manifest (their first record was checked instead).
+            without a manifest (their first record was read instead).
+        sample_rate: Hz of their audio.
+        frame_short_side: pixels of their frames' short side.
     """
 
     files: Tuple[str, ...]
     data_config: Optional[DataConfig]
+    sample_rate: int
+    frame_short_side: int
 
 
 def list_shards(files) -> List[str]:
@@ -109,7 +113,8 @@ def check(files, model_config: ModelConfig, what: str = "training") -> ShardSet:
     and makes sure the set holds at least 2 distinct videos (negatives come from another video).
 
     Args:
-        files: shard paths, a glob, a prepared folder, or a ShardSet (returned as is).
+        files: shard paths, a glob, a prepared folder, or a ShardSet (already read: only its
+            fit to `model_config` is checked, no file is opened again).
         model_config: the model the pairs are for.
         what: names the set in messages ("training", "validation", "held-out").
 
@@ -121,6 +126,7 @@ def check(files, model_config: ModelConfig, what: str = "training") -> ShardSet:
             fewer than 2 distinct videos.
     """
     if isinstance(files, ShardSet):
+        check_fits(model_config, files.sample_rate, files.frame_short_side, f"The {what} shards")
         return files
     files = list_shards(files)
     if not files:
@@ -142,7 +148,7 @@ def check(files, model_config: ModelConfig, what: str = "training") -> ShardSet:
                           f"prepared at {rate} Hz; use {what} shards prepared alike.")
     check_fits(model_config, rate, short_side, f"The {what} shards")
     _check_two_videos(files, heads, what)
-    return ShardSet(tuple(files), settings)
+    return ShardSet(tuple(files), settings, rate, short_side)
 
 
 def _first_record(path: str, what: str) -> Optional[dict]:
