@@ -9,10 +9,8 @@ import json
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from l3_keras.config import DataConfig, get_preset
 from l3_keras.data import pairs, synthetic
 from l3_keras.data.prepare import prepare
 from tests.clips import write_clip
+from tests.helpers import kill_after_first_shard
 from tests.test_prepare import CFG, read_records, strip_time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -136,16 +135,7 @@ def test_rerun_after_sigkill_ends_with_the_same_manifest(videos, tmp_path):
         f"prepare_beam(sys.argv[1], sys.argv[2], DataConfig.from_json({CFG.to_json()!r}),"
         f" videos_per_shard=1, beam_options={ONE_WORKER!r})"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(videos), str(killed)], cwd=REPO)
-    try:
-        deadline = time.time() + 300
-        # Kill as soon as the first shard is finished, while the others are still to do.
-        while not list(killed.glob("part-*.json")) and proc.poll() is None:
-            assert time.time() < deadline
-            time.sleep(0.005)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_first_shard(code, [videos, killed], killed)
     finished = {p.name: p.stat().st_mtime_ns for p in killed.glob("part-*.tfrecord")
                 if (killed / (p.name + ".json")).exists()}
     assert 1 <= len(finished) < 7 and not (killed / "manifest.json").exists()
