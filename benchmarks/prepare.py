@@ -64,7 +64,8 @@ def main():
         times["beam (local)"].append(seconds)
         assert beam_manifest["totals"] == manifest["totals"]
     videos = manifest["inputs"]["videos"]
-    print(f"input: {src}: {videos} videos, {manifest['totals']['audio_seconds']:.0f} s of audio kept "
+    seconds = manifest["totals"]["audio_seconds"]
+    print(f"input: {src}: {videos} videos, {seconds:.0f} s of audio kept "
           f"(max {args.max_seconds:g} s each); preset {args.preset}; {args.workers} workers; "
           f"{os.cpu_count()} cores; load average before {load:.1f}, after {os.getloadavg()[0]:.1f}")
     local_s, beam_s = (statistics.median(t) for t in times.values())

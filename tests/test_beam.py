@@ -40,7 +40,8 @@ def test_only_the_beam_package_imports_apache_beam():
     modules = [".".join(p.relative_to(REPO).with_suffix("").parts) for p in package.rglob("*.py")
                if p.parent != package / "beam"]
     code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
-            "from l3_keras import cli; cli.build_parser().parse_args(['prepare', 'x', '--out', 'y'])\n"
+            "from l3_keras import cli\n"
+            "cli.build_parser().parse_args(['prepare', 'x', '--out', 'y'])\n"
             "assert 'apache_beam' not in sys.modules, 'apache_beam imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
@@ -70,7 +71,8 @@ def assert_same_records(beam_dir, beam_manifest, local_dir, local_manifest):
     for video_id, r in want.items():
         assert got[video_id]["audio"].tobytes() == r["audio"].tobytes(), video_id
         np.testing.assert_array_equal(got[video_id]["frame_times"], r["frame_times"])
-        assert list(got[video_id]["frames"]) == list(r["frames"]) and got[video_id]["label"] == r["label"]
+        assert list(got[video_id]["frames"]) == list(r["frames"])
+        assert got[video_id]["label"] == r["label"]
     assert not [p.name for p in beam_dir.iterdir() if ".tmp" in p.name or "todo" in p.name]
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import posixpath
 import shutil
 import tempfile
+import time
 from typing import Iterator, List, Sequence, Tuple
 
 import tensorflow as tf
@@ -25,6 +27,8 @@ from l3_keras.errors import L3Error
 # Batch pipelines run here on Beam's portable in-process runner, the one DirectRunner falls back
 # to: DirectRunner tries Prism first, which downloads a binary at run time.
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+logger = logging.getLogger(__name__)
 
 
 def pipeline_options(beam_options: Sequence[str] = ()) -> PipelineOptions:
@@ -55,6 +59,23 @@ def pipeline_options(beam_options: Sequence[str] = ()) -> PipelineOptions:
     }
     merged = {**defaults, **given}
     return PipelineOptions([f"--{k}" if v is None else f"--{k}={v}" for k, v in merged.items()])
+
+
+class RateLog:
+    """Counts a worker's items and logs the count and rate every `every` seconds."""
+
+    def __init__(self, what: str, every: float = 30.0):
+        self._what, self._every = what, every
+        self._count, self._start = 0, time.time()
+        self._logged = self._start
+
+    def tick(self):
+        self._count += 1
+        now = time.time()
+        if now - self._logged >= self._every:
+            self._logged = now
+            logger.info("%s, worker pid %d: %d done, %.2f/s", self._what, os.getpid(),
+                        self._count, self._count / (now - self._start))
 
 
 def is_glob(path) -> bool:

@@ -132,6 +132,7 @@ class _InputsFn(beam.DoFn):
 
     def setup(self):
         self._pool = None
+        self._progress = common.RateLog(f"embed (beam) {self._kind} files")
         if self._kind == "video":
             decode = functools.partial(video_lib.decode_or_reason,
                                        data_config=embed.video_data_config(self._cfg, self._hop))
@@ -140,6 +141,7 @@ class _InputsFn(beam.DoFn):
     def process(self, span):
         for src, rel, reason in common.read_work(self._todo_file, span):
             yield from self._file(src, rel, reason)
+            self._progress.tick()
 
     def _file(self, src, rel, reason):
         try:

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
@@ -85,16 +86,18 @@ def prepare_beam(inputs, out_dir, data_config: DataConfig, videos_per_shard: Opt
     logger.info("prepare (beam): %d videos in %d shards, %d shards to write",
                 plan.inputs["videos"], len(plan.names), len(todo))
     todo_file = common.join(out_dir, TODO_FILE)
-    spans = common.write_work_list(
-        todo_file, [[plan.names[k], [dataclasses.astuple(j) for j in plan.blocks[k]]] for k in todo])
+    work = [[plan.names[k], [dataclasses.astuple(job) for job in plan.blocks[k]]] for k in todo]
+    spans = common.write_work_list(todo_file, work)
 
     summary = dataclasses.replace(plan, blocks=[])  # the manifest needs names, settings, inputs
-    with beam.Pipeline(options=common.pipeline_options(beam_options)) as pipeline:
+    write = _ShardFn(todo_file, out_dir, data_config, plan.settings, decode)
+    with _Progress(out_dir, len(plan.names), len(plan.names) - len(todo)), \
+            beam.Pipeline(options=common.pipeline_options(beam_options)) as pipeline:
         _ = (
             pipeline
             | "Shards to write" >> beam.Create(spans)
             | "Spread" >> beam.Reshuffle()
-            | "Write shards" >> beam.ParDo(_ShardFn(todo_file, out_dir, data_config, plan.settings, decode))
+            | "Write shards" >> beam.ParDo(write)
             | "Count" >> beam.combiners.Count.Globally()
             | "Manifest" >> beam.Map(_write_manifest, out_dir=out_dir, plan=summary)
         )
@@ -132,7 +135,7 @@ class _ShardFn(beam.DoFn):
         self._pool = local.CrashTolerantPool(1, decode)
         self._kept = Metrics.counter("prepare", "kept")
         self._skipped = Metrics.counter("prepare", "skipped")
-        self._count, self._start, self._logged = 0, time.time(), time.time()
+        self._progress = common.RateLog("prepare (beam) videos", LOG_EVERY_SECONDS)
 
     def process(self, span):
         [(name, jobs)] = common.read_work(self._todo_file, span)
@@ -152,12 +155,7 @@ class _ShardFn(beam.DoFn):
             self._skipped.inc()
         else:
             self._kept.inc()
-        self._count += 1
-        now = time.time()
-        if now - self._logged >= LOG_EVERY_SECONDS:
-            self._logged = now
-            logger.info("prepare (beam) pid %d: %d videos, %.2f videos/s", os.getpid(),
-                        self._count, self._count / (now - self._start))
+        self._progress.tick()
         return result
 
     def teardown(self):
@@ -166,5 +164,36 @@ class _ShardFn(beam.DoFn):
 
 def _write_manifest(_, out_dir, plan) -> None:
     sidecars = [files.read_json(common.join(out_dir, name + ".json")) for name in plan.names]
-    files.write_json(common.join(out_dir, local.manifest_name()), local.build_manifest(plan, sidecars))
-    tf.io.gfile.remove(common.join(out_dir, TODO_FILE))
+    manifest = local.build_manifest(plan, sidecars)
+    files.write_json(common.join(out_dir, local.manifest_name()), manifest)
+    todo_file = common.join(out_dir, TODO_FILE)
+    if tf.io.gfile.exists(todo_file):  # a retried step finds it gone
+        tf.io.gfile.remove(todo_file)
+
+
+class _Progress:
+    """Logs shards written, rate and ETA every LOG_EVERY_SECONDS while the job runs, from the
+    finished shards' sidecars under `out_dir` (so for any runner, the job's whole progress)."""
+
+    def __init__(self, out_dir, total: int, done: int):
+        self._pattern = common.join(out_dir, "part-000-*.tfrecord.json")
+        self._total, self._done = total, done
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._start = time.time()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.wait(LOG_EVERY_SECONDS):
+            done = len(tf.io.gfile.glob(self._pattern))
+            rate = (done - self._done) / (time.time() - self._start)
+            eta = f"{(self._total - done) / rate / 60:.0f} min" if rate > 0 else "?"
+            logger.info("prepare (beam): %d/%d shards, %.2f shards/min, ETA %s", done,
+                        self._total, rate * 60, eta)

@@ -258,7 +258,7 @@ def _check_split(workers, num_shards, shard_index, videos_per_shard):
 
 
 def list_jobs(inputs, label_from=None) -> List[Job]:
-    """One job a video, sorted; ids are paths relative to the input folder (or list file's folder)."""
+    """One job a video, sorted; ids are relative to the input folder (or the list file's folder)."""
     src = os.fspath(inputs)
     base = src if os.path.isdir(src) else os.path.dirname(src)
     return jobs_from_paths(video_lib.iter_video_paths(src), base, label_from)
@@ -275,7 +275,8 @@ def jobs_from_paths(paths: Sequence[str], base: str, label_from=None) -> List[Jo
         full = path if url else os.path.abspath(path)
         rel = (posixpath if url else os.path).relpath(path, base)
         video_id = full if rel.startswith("..") else rel.replace(os.sep, "/")
-        label = posixpath.basename(posixpath.dirname(full.replace(os.sep, "/"))) if label_from else ""
+        folder = posixpath.dirname(full.replace(os.sep, "/"))
+        label = posixpath.basename(folder) if label_from else ""
         jobs.append(Job(full, video_id, label))
     return jobs
 
