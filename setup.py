@@ -7,6 +7,11 @@ The TF Serving protos (for warm-up files) are installed separately with --no-dep
 package's own requirements would pull a second TensorFlow:
     pip install --no-deps "tensorflow-serving-api==2.21.*"
 librosa is a test oracle only (extra "test", requirements-test.txt), never imported at run time.
+Beam jobs (`l3 prepare|embed --runner beam`) need the "beam" extra, or "dataflow" to submit them to
+Google Cloud Dataflow (apache-beam[gcp]: ~100 more packages, so it is not the default), plus Beam's
+TF model handler's imports, tensorflow-hub and tf-keras, with --no-deps (tf-keras would pull a
+second TensorFlow):
+    pip install -e .[cpu,beam] && pip install --no-deps -r requirements-beam.txt
 """
 import pathlib
 import re
@@ -17,6 +22,8 @@ from setuptools import find_packages, setup
 VERSION = re.search(r'^__version__ = "([^"]+)"',
                     (pathlib.Path(__file__).parent / "l3_keras" / "__init__.py").read_text(),
                     re.M).group(1)
+
+BEAM = "apache-beam==2.77.*"  # resolves with tensorflow 2.21 / keras 3.15 (protobuf 6, numpy 2)
 
 setup(
     name="l3_keras",
@@ -43,6 +50,8 @@ setup(
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
         "test": ["pytest>=8", "librosa>=0.10"],
+        "beam": [BEAM],
+        "dataflow": [BEAM.replace("apache-beam", "apache-beam[gcp]")],
     },
     entry_points={"console_scripts": ["l3=l3_keras.cli:main"]},
 )

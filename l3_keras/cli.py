@@ -12,6 +12,7 @@ import sys
 from l3_keras.errors import L3Error
 
 _COMMANDS = []
+RUNNERS = ("local", "beam")
 
 
 def _command(fn):
@@ -100,6 +101,27 @@ def _train(sub):
     p.set_defaults(handler=lambda args: run_train_arguments(args) and 0)
 
 
+def add_runner_arguments(p):
+    """--runner local|beam and repeated --beam-option KEY=VALUE (apache-beam is an extra)."""
+    p.add_argument("--runner", choices=RUNNERS, default="local",
+                   help="local (default) or beam: an Apache Beam job (pip install -e .[beam]); "
+                        "locally on all cores unless --beam-option runner=... says otherwise")
+    p.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="Beam pipeline option, repeatable (e.g. runner=DataflowRunner, "
+                        "project=P, region=R, temp_location=gs://B/tmp, setup_file=./setup.py)")
+
+
+def uses_beam(args) -> bool:
+    """True for --runner beam; --beam-option without it is an error rather than ignored."""
+    import logging
+
+    if args.beam_option and args.runner != "beam":
+        raise L3Error("--beam-option needs --runner beam.")
+    # Beam's own INFO lines (several per worker and bundle) would bury the job's progress lines.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    return args.runner == "beam"
+
+
 @_command
 def _prepare(sub):
     p = sub.add_parser("prepare", help="videos -> TFRecord shards plus a manifest (resumable)")
@@ -116,6 +138,7 @@ def _prepare(sub):
     p.add_argument("--videos-per-shard", type=int, help="videos per TFRecord file")
     p.add_argument("--label-from", choices=["folder"], help="label = parent folder name")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runner_arguments(p)
 
     def handler(args):
         configure_logging("%(message)s")
@@ -132,6 +155,17 @@ def _prepare(sub):
         config = config.replace(**{k: v for k, v in changes.items() if v is not None})
         if config.max_seconds == 0:
             config = config.replace(max_seconds=None)
+        if uses_beam(args):
+            if args.num_shards != 1 or args.shard_index != 0 or args.workers != 1:
+                raise L3Error("With --runner beam, Beam splits the work: set workers with "
+                              "--beam-option (direct_num_workers=N locally) instead of "
+                              "--workers / --num-shards / --shard-index.")
+            from l3_keras.beam.prepare import prepare_beam
+
+            manifest = prepare_beam(args.input, args.out, config, args.videos_per_shard,
+                                    args.label_from, args.beam_option)
+            print(json.dumps(manifest["totals"]))
+            return 0
         manifest = prepare(
             args.input,
             args.out,
@@ -218,8 +252,16 @@ def _embed(sub):
     p.add_argument("--hop-size", type=float, default=0.1, help="seconds between windows (0.1)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runner_arguments(p)
 
     def handler(args):
+        if uses_beam(args):
+            from l3_keras.beam.embed import embed_beam
+
+            manifest = embed_beam(args.kind, args.inputs, args.out, args.model, args.hop_size,
+                                  args.batch_size, args.beam_option)
+            print(json.dumps(manifest["totals"]))
+            return 0 if manifest["totals"]["embedded"] else 1
         from l3_keras.embed_files import embed_files
 
         done = embed_files(

@@ -181,7 +181,7 @@ def frame_audio(audio, cfg: ModelConfig, hop_size: float, center: bool):
     return windows, timestamps
 
 
-def _run_batched(model, arrays, batch_size: int, transfer_features: bool) -> list:
+def run_batched(model, arrays, batch_size: int, transfer_features: bool) -> list:
     """Runs `model` over the rows of `arrays` (a list of [n_i, ...]) in batches across arrays.
 
     Eager calls, not `predict`: no tf.function retracing for each new batch size, and the
@@ -228,7 +228,7 @@ def get_audio_embedding(audio, sr, model="paper", hop_size=0.1, center=True, bat
     if len(rates) != len(clips):
         raise L3Error(f"Got {len(clips)} clips but {len(rates)} sample rates.")
     framed = [frame_audio(prepare_audio(a, r, cfg), cfg, hop_size, center) for a, r in zip(clips, rates)]
-    embeddings = _run_batched(models_.audio, [w for w, _ in framed], batch_size, transfer_features)
+    embeddings = run_batched(models_.audio, [w for w, _ in framed], batch_size, transfer_features)
     timestamps = [t for _, t in framed]
     if isinstance(audio, list):
         return embeddings, timestamps
@@ -286,7 +286,7 @@ def get_image_embedding(images, model="paper", batch_size=32, transfer_features=
     """
     models_ = _with_image(resolve_models(model, transfer_features))
     x = prepare_images(images, models_.config)
-    return _run_batched(models_.image, [x], batch_size, transfer_features)[0]
+    return run_batched(models_.image, [x], batch_size, transfer_features)[0]
 
 
 def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_size=32,
@@ -311,22 +311,46 @@ def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_siz
     Raises:
         L3Error (VideoError): the video cannot be decoded; `.reason` says why.
     """
-    from l3_keras.config import DataConfig
     from l3_keras.data.video import decode_streams
-    from l3_keras.preprocess import decode_images
 
     models_ = _with_image(resolve_models(model))
     cfg = models_.config
-    fps = 1.0 / (frame_hop_size or hop_size)
-    decoded = decode_streams(path, DataConfig.for_model(cfg, fps=fps, max_seconds=None))
-    audio_embedding, audio_timestamps = get_audio_embedding(
-        decoded["audio"], decoded["sample_rate"], models_, hop_size, center, batch_size
+    decoded = decode_streams(path, video_data_config(cfg, hop_size, frame_hop_size))
+    x = video_inputs(decoded, cfg, hop_size, center)
+    audio_embedding, image_embedding = (
+        run_batched(tower, [rows], batch_size, False)[0]
+        for tower, rows in ((models_.audio, x["audio"]), (models_.image, x["image"]))
     )
-    frames = decode_images(np.array(decoded["frames"], dtype=object), cfg.image_size).numpy()
-    image_embedding = _run_batched(models_.image, [frames], batch_size, False)[0]
     return {
         "audio_embedding": audio_embedding,
-        "audio_timestamps": audio_timestamps,
+        "audio_timestamps": x["audio_timestamps"],
         "image_embedding": image_embedding,
+        "image_timestamps": x["image_timestamps"],
+    }
+
+
+def video_data_config(cfg: ModelConfig, hop_size=0.1, frame_hop_size: Optional[float] = None):
+    """The DataConfig `process_video_file` decodes with: the model's rates, a frame every hop."""
+    from l3_keras.config import DataConfig
+
+    return DataConfig.for_model(cfg, fps=1.0 / (frame_hop_size or hop_size), max_seconds=None)
+
+
+def video_inputs(decoded: dict, cfg: ModelConfig, hop_size=0.1, center=True) -> dict:
+    """The two towers' inputs for a decoded video (`video.decode_streams` fields).
+
+    Returns:
+        dict with audio (float32 [T, S] windows), audio_timestamps [T] (window centres), image
+        (float32 [F, H, W, 3] frames in [0, 1]) and image_timestamps [F], in seconds.
+    """
+    from l3_keras.preprocess import decode_images
+
+    windows, audio_timestamps = frame_audio(
+        prepare_audio(decoded["audio"], decoded["sample_rate"], cfg), cfg, hop_size, center)
+    frames = decode_images(np.array(decoded["frames"], dtype=object), cfg.image_size).numpy()
+    return {
+        "audio": windows,
+        "audio_timestamps": audio_timestamps,
+        "image": frames,
         "image_timestamps": np.asarray(decoded["frame_times"], np.float64),
     }

@@ -7,7 +7,10 @@ at most a `NAME.tmp-PID` file (that `prepare` and `make_collection` clean up or 
 truncated file under the final name. `write_json` is the same for JSON; `stamp` says which code made
 a result (git commit and versions).
 
-Nothing here imports TensorFlow: decoding worker processes use it too.
+Paths may also be URLs of another filesystem TensorFlow reads (gs://...; what Beam jobs write):
+those go through `tf.io.gfile` (imported then only), where a rename is atomic for readers too (a
+GCS object appears once complete). Nothing else here imports TensorFlow: decoding worker
+processes use this module too.
 """
 from __future__ import annotations
 
@@ -18,12 +21,18 @@ import json
 import os
 import platform
 import subprocess
+import uuid
 from typing import Iterator, Optional
 
 import l3_keras
 
 # Modules whose versions are stamped, where they are installed (av and TF only in some processes).
 _VERSIONED = ("tensorflow", "keras", "numpy", "av")
+
+
+def is_url(path) -> bool:
+    """Whether `path` names a file on another filesystem (scheme://...), not a local path."""
+    return "://" in os.fspath(path)
 
 
 def temp_name(path, suffix: str = "") -> str:
@@ -51,6 +60,9 @@ def atomic_write(path, suffix: str = "") -> Iterator[str]:
         removed and `path` is left as it was.
     """
     path = os.fspath(path)
+    if is_url(path):
+        yield from _atomic_write_gfile(path, suffix)
+        return
     tmp = temp_name(path, suffix)
     try:
         yield tmp
@@ -60,6 +72,29 @@ def atomic_write(path, suffix: str = "") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _atomic_write_gfile(path: str, suffix: str) -> Iterator[str]:
+    """`atomic_write` on a TF filesystem; the temp name is unique per call (concurrent retries
+    of one Beam task in one process must not share it)."""
+    import tensorflow as tf
+
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}{suffix}"
+    try:
+        yield tmp
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+
+
+def open_file(path, mode: str = "r"):
+    """`open`, or `tf.io.gfile.GFile` for a URL (see the module docstring)."""
+    if is_url(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.GFile(os.fspath(path), mode)
+    return open(path, mode)
 
 
 def _fsync(path: str) -> None:
@@ -81,13 +116,13 @@ def write_json(path, obj, indent: Optional[int] = 2) -> str:
     """
     path = os.fspath(path)
     with atomic_write(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=indent, default=_to_builtin)
+        with open_file(tmp, "w") as f:
+            f.write(json.dumps(obj, indent=indent, default=_to_builtin))
     return path
 
 
 def read_json(path):
-    with open(path) as f:
+    with open_file(path) as f:
         return json.load(f)
 
 

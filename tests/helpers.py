@@ -1,8 +1,10 @@
 """Small shared test helpers (keras-hub style): build inputs, reload in a fresh process, compare."""
 import pathlib
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 
@@ -49,3 +51,19 @@ def predict_in_fresh_process(model_path, inputs, tmp_path, import_l3_keras=False
 
 def as_list(outputs):
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def kill_after_first_shard(code, args, out_dir, timeout=300):
+    """Runs `python -c code *args` and SIGKILLs it as soon as the first shard under `out_dir` is
+    finished (its sidecar exists), while the others are still to do."""
+    out_dir = pathlib.Path(out_dir)
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=repo)
+    try:
+        deadline = time.time() + timeout
+        while not list(out_dir.glob("part-*.json")) and proc.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

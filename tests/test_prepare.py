@@ -6,10 +6,6 @@ parsed back, labels from folders, resuming after a stray temp file / a lost shar
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,8 +18,8 @@ from l3_keras.data.prepare import decode_all, list_jobs, merge_manifests, prepar
 from l3_keras.data.video import iter_video_paths
 from l3_keras.errors import L3Error
 from tests.clips import decode_or_crash, write_clip
+from tests.helpers import kill_after_first_shard
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = DataConfig(sample_rate=16000, fps=2, frame_short_side=72, max_seconds=None)
 
 # Fixture outcomes: ("kept", audio seconds) or ("skipped", reason kind). video_with_failing_audio's
@@ -189,16 +185,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(clips, tmp_path):
         f"prepare(sys.argv[1], sys.argv[2], DataConfig.from_json({SMALL.to_json()!r}),"
         " videos_per_shard=1, progress=False)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(clips), str(killed)], cwd=REPO)
-    try:
-        deadline = time.time() + 120
-        # Kill as soon as the first shard is finished, while the others are still to do.
-        while not list(killed.glob("part-*.json")) and proc.poll() is None:
-            assert time.time() < deadline
-            time.sleep(0.005)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_first_shard(code, [clips, killed], killed)
     finished = len(list(killed.glob("part-*.tfrecord.json")))
     assert 1 <= finished < 5 and not (killed / "manifest.json").exists()
     resumed = prepare(clips, killed, SMALL, videos_per_shard=1, progress=False)

@@ -30,6 +30,7 @@ import glob
 import logging
 import multiprocessing
 import os
+import posixpath
 import sys
 from typing import Iterator, List, Optional, Sequence
 
@@ -55,11 +56,28 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One video to prepare: its absolute path, stored id and label."""
+    """One video to prepare: its absolute path (or URL), stored id and label ("" if unlabelled)."""
 
     path: str
     video_id: str
     label: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """How one part of a collection is cut into shards: the same for local and Beam runs.
+
+    Attributes:
+        names: shard file names, `part-{i:03d}-{k:05d}.tfrecord`.
+        blocks: the jobs of each shard, in record order.
+        settings: {"data_config", "label_from"}, stored in every sidecar and the manifest.
+        inputs: the manifest's "inputs" entry (source, videos, split, videos_per_shard).
+    """
+
+    names: List[str]
+    blocks: List[List[Job]]
+    settings: dict
+    inputs: dict
 
 
 def prepare(
@@ -93,22 +111,18 @@ def prepare(
     Raises:
         L3Error: bad arguments, no videos, or out_dir holds shards made with other settings.
     """
-    _check_split(workers, num_shards, shard_index, videos_per_shard)
-    if label_from is not None:
-        check_choice("label_from", label_from, LABEL_SOURCES)
-    all_jobs = list_jobs(inputs, label_from)
-    per_shard = videos_per_shard or default_videos_per_shard(data_config, len(all_jobs))
-    jobs = all_jobs[shard_index::num_shards]
-    blocks = [jobs[k : k + per_shard] for k in range(0, len(jobs), per_shard)]
-    names = [f"part-{shard_index:03d}-{k:05d}.tfrecord" for k in range(len(blocks))]
-    settings = {"data_config": data_config.to_dict(), "label_from": label_from}
-
+    if workers < 1:
+        raise L3Error("workers must be at least 1.")
+    plan = plan_shards(list_jobs(inputs, label_from), os.path.abspath(os.fspath(inputs)),
+                       data_config, num_shards, shard_index, videos_per_shard, label_from)
+    names, blocks, settings = plan.names, plan.blocks, plan.settings
     os.makedirs(out_dir, exist_ok=True)
     _remove_temp_files(out_dir, shard_index)
     todo = [k for k in range(len(blocks)) if not _finished(out_dir, names[k], blocks[k], settings)]
-    done_videos = len(jobs) - sum(len(blocks[k]) for k in todo)
+    total = sum(len(block) for block in blocks)
+    done_videos = total - sum(len(blocks[k]) for k in todo)
     bar = tqdm.tqdm(
-        total=len(jobs), initial=done_videos, unit="video", file=sys.stderr, disable=not progress,
+        total=total, initial=done_videos, unit="video", file=sys.stderr, disable=not progress,
         desc=f"prepare part {shard_index}/{num_shards}", dynamic_ncols=True,
     )
     outcomes = decode_all([job for k in todo for job in blocks[k]], data_config, workers)
@@ -118,21 +132,53 @@ def prepare(
             _write_block(out_dir, names[k], block, settings)
 
     sidecars = [files.read_json(os.path.join(out_dir, name + ".json")) for name in names]
-    manifest = _manifest(
-        settings,
+    manifest = build_manifest(plan, sidecars)
+    files.write_json(os.path.join(out_dir, manifest_name(num_shards, shard_index)), manifest)
+    return manifest
+
+
+def plan_shards(jobs: List[Job], source: str, data_config: DataConfig, num_shards: int = 1,
+                shard_index: int = 0, videos_per_shard: Optional[int] = None,
+                label_from: Optional[str] = None) -> ShardPlan:
+    """Cuts this part's jobs into shards: `jobs[shard_index::num_shards]` in blocks.
+
+    Args:
+        jobs: every video of the collection, sorted (`list_jobs`).
+        source: the input as given (recorded in the manifest).
+        data_config, num_shards, shard_index, videos_per_shard, label_from: see `prepare`.
+
+    Raises:
+        L3Error: bad split arguments or label source.
+    """
+    _check_split(1, num_shards, shard_index, videos_per_shard)
+    if label_from is not None:
+        check_choice("label_from", label_from, LABEL_SOURCES)
+    per_shard = videos_per_shard or default_videos_per_shard(data_config, len(jobs))
+    part = jobs[shard_index::num_shards]
+    blocks = [part[k : k + per_shard] for k in range(0, len(part), per_shard)]
+    return ShardPlan(
+        names=[f"part-{shard_index:03d}-{k:05d}.tfrecord" for k in range(len(blocks))],
+        blocks=blocks,
+        settings={"data_config": data_config.to_dict(), "label_from": label_from},
         inputs={
-            "source": os.path.abspath(os.fspath(inputs)),
-            "videos": len(all_jobs),
+            "source": source,
+            "videos": len(jobs),
             "num_shards": num_shards,
             "shard_indices": [shard_index],
             "videos_per_shard": per_shard,
         },
-        shards=[{"file": name, **_counts(s)} for name, s in zip(names, sidecars)],
+    )
+
+
+def build_manifest(plan: ShardPlan, sidecars: Sequence[dict]) -> dict:
+    """The manifest of a part from the sidecars of all its shards (in `plan.names` order)."""
+    return _manifest(
+        plan.settings,
+        inputs=plan.inputs,
+        shards=[{"file": name, **_counts(s)} for name, s in zip(plan.names, sidecars)],
         kept=[e for s in sidecars for e in s["kept"]],
         skipped=[e for s in sidecars for e in s["skipped"]],
     )
-    files.write_json(os.path.join(out_dir, manifest_name(num_shards, shard_index)), manifest)
-    return manifest
 
 
 def manifest_name(num_shards: int = 1, shard_index: int = 0) -> str:
@@ -211,17 +257,27 @@ def _check_split(workers, num_shards, shard_index, videos_per_shard):
         raise L3Error(f"shard_index {shard_index} must be in [0, num_shards={num_shards}).")
 
 
-def list_jobs(inputs, label_from) -> List[Job]:
-    """One job a video; ids are paths relative to the input folder (or the list file's folder)."""
+def list_jobs(inputs, label_from=None) -> List[Job]:
+    """One job a video, sorted; ids are relative to the input folder (or the list file's folder)."""
     src = os.fspath(inputs)
-    paths = video_lib.iter_video_paths(src)
     base = src if os.path.isdir(src) else os.path.dirname(src)
+    return jobs_from_paths(video_lib.iter_video_paths(src), base, label_from)
+
+
+def jobs_from_paths(paths: Sequence[str], base: str, label_from=None) -> List[Job]:
+    """Jobs for local paths or URLs (gs://...) under `base`, sorted: ids are relative to it.
+
+    A local path outside `base` keeps its absolute path as id; labels are parent folder names.
+    """
     jobs = []
-    for path in paths:
-        rel = os.path.relpath(path, base)
-        video_id = os.path.abspath(path) if rel.startswith("..") else rel.replace(os.sep, "/")
-        label = os.path.basename(os.path.dirname(os.path.abspath(path))) if label_from else ""
-        jobs.append(Job(os.path.abspath(path), video_id, label))
+    for path in sorted(set(paths)):
+        url = "://" in path
+        full = path if url else os.path.abspath(path)
+        rel = (posixpath if url else os.path).relpath(path, base)
+        video_id = full if rel.startswith("..") else rel.replace(os.sep, "/")
+        folder = posixpath.dirname(full.replace(os.sep, "/"))
+        label = posixpath.basename(folder) if label_from else ""
+        jobs.append(Job(full, video_id, label))
     return jobs
 
 
@@ -236,7 +292,7 @@ def decode_all(jobs: List[Job], data_config, workers: int, decode=None) -> Itera
         for job in jobs:
             yield job, decode(job.path, data_config)
         return
-    pool = _CrashTolerantPool(workers, functools.partial(decode, data_config=data_config))
+    pool = CrashTolerantPool(workers, functools.partial(decode, data_config=data_config))
     with pool:
         pending = collections.deque()
         for job in jobs:
@@ -247,7 +303,7 @@ def decode_all(jobs: List[Job], data_config, workers: int, decode=None) -> Itera
             yield pool.result(*pending.popleft())
 
 
-class _CrashTolerantPool:
+class CrashTolerantPool:
     """Spawned worker processes where a crashing video (an FFmpeg segfault) costs that video only.
 
     spawn, not fork: forking a parent with TensorFlow threads running can deadlock. Workers get a
@@ -265,6 +321,9 @@ class _CrashTolerantPool:
         return self
 
     def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
         self._pool.shutdown(cancel_futures=True)
 
     def _start(self, workers):
@@ -306,26 +365,47 @@ def _log_and_count(outcome, bar):
 
 def _write_block(out_dir, name, block, settings):
     """Writes one shard atomically, then its sidecar (whose presence marks the shard finished)."""
-    kept, skipped, examples = [], [], []
-    for job, result in block:
-        if isinstance(result, str):
-            skipped.append({"video_id": job.video_id, "path": job.path, "reason": result})
-            continue
-        decoded = video_lib.DecodedVideo(video_id=job.video_id, label=job.label, **result)
-        examples.append(records.encode_example(decoded))
-        kept.append({
-            "video_id": job.video_id,
-            "path": job.path,
-            "label": job.label,
-            "shard": name,
-            "duration": round(decoded.duration, 6),
-            "frames": len(decoded.frames),
-        })
-    records.write_shard(os.path.join(out_dir, name), examples)
-    videos = [job.video_id for job, _ in block]
-    sources = [_source_stamp(job) for job, _ in block]
-    sidecar = {**settings, "videos": videos, "sources": sources, "kept": kept, "skipped": skipped}
+    encoded = [encode_outcome(job, result, name) for job, result in block]
+    records.write_shard(os.path.join(out_dir, name), [ex for ex, _ in encoded if ex is not None])
+    sidecar = make_sidecar([job for job, _ in block], [entry for _, entry in encoded], settings)
     files.write_json(os.path.join(out_dir, name + ".json"), sidecar)
+
+
+def encode_outcome(job: Job, result, shard: str):
+    """(serialized tf.train.Example or None, manifest entry) for one decoded or skipped video.
+
+    Args:
+        job: the video.
+        result: `video.decode_or_reason`'s output: DecodedVideo fields, or the skip reason (str).
+        shard: the name of the shard the record goes to.
+
+    Returns:
+        (None, {"video_id", "path", "reason"}) for a skipped video, else (record bytes,
+        {"video_id", "path", "label", "shard", "duration", "frames"}).
+    """
+    if isinstance(result, str):
+        return None, {"video_id": job.video_id, "path": job.path, "reason": result}
+    decoded = video_lib.DecodedVideo(video_id=job.video_id, label=job.label, **result)
+    entry = {
+        "video_id": job.video_id,
+        "path": job.path,
+        "label": job.label,
+        "shard": shard,
+        "duration": round(decoded.duration, 6),
+        "frames": len(decoded.frames),
+    }
+    return records.encode_example(decoded), entry
+
+
+def make_sidecar(jobs: Sequence[Job], entries: Sequence[dict], settings: dict) -> dict:
+    """A shard's sidecar: settings, its videos (with source stamps) and their entries, in order."""
+    return {
+        **settings,
+        "videos": [job.video_id for job in jobs],
+        "sources": [_source_stamp(job) for job in jobs],
+        "kept": [e for e in entries if "reason" not in e],
+        "skipped": [e for e in entries if "reason" in e],
+    }
 
 
 def _source_stamp(job: Job) -> list:
@@ -338,16 +418,20 @@ def _source_stamp(job: Job) -> list:
 
 
 def _finished(out_dir, name, block, settings) -> bool:
-    """True if a previous run wrote this shard from the same, unchanged video files.
+    """True if a previous run wrote this shard from the same, unchanged video files."""
+    path = os.path.join(out_dir, name)
+    if not (os.path.exists(path) and os.path.exists(path + ".json")):
+        return False
+    return sidecar_is_current(files.read_json(path + ".json"), path, block, settings)
+
+
+def sidecar_is_current(sidecar: dict, path: str, block: Sequence[Job], settings: dict) -> bool:
+    """True if the shard at `path` with this sidecar holds exactly `block`, unchanged since.
 
     A shard whose videos were replaced or edited since (other path, size or mtime) is prepared
     again. Raises L3Error if the shard was prepared with other settings.
     """
-    path = os.path.join(out_dir, name)
-    if not (os.path.exists(path) and os.path.exists(path + ".json")):
-        return False
-    sidecar = files.read_json(path + ".json")
-    sidecar["data_config"] = DataConfig.from_dict(sidecar["data_config"]).to_dict()
+    sidecar = {**sidecar, "data_config": DataConfig.from_dict(sidecar["data_config"]).to_dict()}
     for key, value in settings.items():
         if sidecar.get(key) != value:
             raise L3Error(

@@ -37,7 +37,10 @@ def encode_example(video) -> bytes:
             float_list=tf.train.FloatList(value=np.asarray(video.frame_times, np.float32))
         ),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: map entries sorted by key, so the same video gives the same bytes in any
+    # process (the default order varies from process to process).
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
 
 
 FEATURES = {
