@@ -113,12 +113,10 @@ def add_runner_arguments(p):
 
 def uses_beam(args) -> bool:
     """True for --runner beam; --beam-option without it is an error rather than ignored."""
-    import logging
-
     if args.beam_option and args.runner != "beam":
         raise L3Error("--beam-option needs --runner beam.")
-    # Beam's own INFO lines (several per worker and bundle) would bury the job's progress lines.
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if args.runner == "beam":
+        configure_logging("%(message)s")  # the job's progress lines; Beam's own INFO lines off
     return args.runner == "beam"
 
 

@@ -236,3 +236,15 @@ def test_remote_folder_and_glob(videos, tmp_path):
     assert [e["video_id"] for e in globbed["kept"]] == [
         "cat/a.mp4", "dog/c.mp4", *(f"synthetic/clip_{i:05d}.mp4" for i in range(3))]
     assert [e["video_id"] for e in globbed["skipped"]] == ["dog/broken.mp4"]
+
+
+@requires_beam
+def test_beam_embed_needs_the_tower_it_runs(export_dir, videos, tmp_path):
+    from l3_keras.beam.embed import embed_beam
+    from l3_keras.errors import L3Error
+
+    audio_only = tmp_path / "audio-only"
+    shutil.copytree(export_dir, audio_only)
+    (audio_only / "image_embedding.keras").unlink()
+    with pytest.raises(L3Error, match="no image tower"):
+        embed_beam("video", [videos / "cat"], tmp_path / "out", audio_only)

@@ -65,6 +65,10 @@ def embed_beam(kind, inputs: Sequence, out, model, hop_size=0.1, batch_size=32,
     model = os.fspath(model)
     with common.local_copy(common.join(model, "config.json")) as config_file:
         cfg = export.read_config(os.path.dirname(config_file))
+    missing = [t for t in TOWERS[kind] if not tf.io.gfile.exists(_model_file(model, t))]
+    if missing:  # an OpenL3 import without --image has no image tower
+        raise L3Error(f"{model} has no {missing[0]} tower ({_model_file(model, missing[0])} is "
+                      "missing); embed another kind of file or use a full export.")
     pairs = _list_inputs(kind, inputs)
     tf.io.gfile.makedirs(out)
     todo_file = common.join(out, TODO_FILE)
@@ -82,7 +86,7 @@ def embed_beam(kind, inputs: Sequence, out, model, hop_size=0.1, batch_size=32,
         groups = {"meta": tagged.meta}
         for tower in TOWERS[kind]:
             handler = TFModelHandlerNumpy(
-                common.join(model, f"{tower}_embedding.keras"), ModelType.SAVED_MODEL,
+                _model_file(model, tower), ModelType.SAVED_MODEL,
                 inference_fn=functools.partial(_run_files, batch_size=batch_size),
                 min_batch_size=1, max_batch_size=FILES_PER_BATCH)
             groups[tower] = (tagged[tower]
@@ -95,6 +99,10 @@ def embed_beam(kind, inputs: Sequence, out, model, hop_size=0.1, batch_size=32,
         _ = count | "Manifest" >> beam.Map(_write_manifest, out=out, settings=settings,
                                            skipped=beam.pvalue.AsSingleton(skipped))
     return files.read_json(common.join(out, MANIFEST))
+
+
+def _model_file(model, tower: str) -> str:
+    return common.join(model, f"{tower}_embedding.keras")
 
 
 def _list_inputs(kind, inputs) -> list:
