@@ -87,6 +87,13 @@ def import_openl3(audio_weights, name, image_weights=None, input_repr=None, cont
     content_type = content_type or named[1]
     if content_type is not None:
         check_choice("content type", content_type, openl3_weights.CONTENT_TYPES)
+    image_named = _names(image_weights) if image_weights is not None else (None, None)
+    if None not in named and None not in image_named and image_named != named:
+        raise L3Error(
+            f"{image_weights} and {audio_weights} come from different OpenL3 models "
+            f"({image_named} vs {named}); OpenL3 trained each image network with its "
+            "audio one: pass the matching pair."
+        )
     l3, cfg = build_openl3(audio_weights, image_weights, input_repr)
     sources = {
         "openl3": {

@@ -16,7 +16,8 @@ from l3_keras.config import get_preset
 SEED = 11
 HOP = 0.5  # seconds; with center=True, 1 s of audio gives 2 windows
 AUDIO_REPRS = ("linear", "mel128", "mel256")
-IMAGE_REPR = "mel256"  # OpenL3 pairs an image network with each audio one; all share a topology
+IMAGE_REPR = "mel256"  # OpenL3 pairs an image network with each audio one; all share a topology,
+# and the fixtures' image weights are the same under every input_repr's file name.
 FIXTURES = pathlib.Path(__file__).parent / "data" / "openl3_embeddings.npz"
 _INPUT_STATS = {"audio": (-40.0, 400.0), "vision": (0.0, 0.3)}  # dB in [-80, 0]; pixels in [-1, 1]
 
@@ -45,26 +46,21 @@ def noise_image():
 
 def real_audio(media_root):
     """{"chirp": 1 s, "bento": bento.mp4's 1.1 s (our decoder)}: float32 mono at 48 kHz."""
-    import scipy.io.wavfile
-
     from l3_keras.config import DataConfig
     from l3_keras.data.video import decode_streams
+    from l3_keras.media import read_audio
 
     folder = pathlib.Path(media_root) / "fixtures" / "openl3"
-    rate, chirp = scipy.io.wavfile.read(folder / "chirp_1s.wav")
+    chirp, rate = read_audio(folder / "chirp_1s.wav")
     assert rate == 48000
     bento = decode_streams(folder / "bento.mp4", DataConfig(sample_rate=48000, max_seconds=None))
-    return {
-        "chirp": chirp.astype(np.float32) / 32768,
-        "bento": bento["audio"].astype(np.float32) / 32768,
-    }
+    return {"chirp": chirp[:, 0], "bento": bento["audio"].astype(np.float32) / 32768}
 
 
 def real_images(media_root):
-    """{"daisy": daisy.jpg}, a 224 x 224 centre crop of it at half size, uint8 [224, 224, 3]."""
-    from PIL import Image
+    """{"daisy": the central 224 x 224 of every other pixel of daisy.jpg}, uint8 [224, 224, 3]."""
+    from l3_keras.media import read_image
 
-    image = Image.open(pathlib.Path(media_root) / "fixtures" / "openl3" / "daisy.jpg").convert("RGB")
-    image = np.asarray(image.resize((image.width // 2, image.height // 2), Image.NEAREST))
+    image = read_image(pathlib.Path(media_root) / "fixtures" / "openl3" / "daisy.jpg")[::2, ::2]
     top, left = (image.shape[0] - 224) // 2, (image.shape[1] - 224) // 2
     return {"daisy": np.ascontiguousarray(image[top : top + 224, left : left + 224])}

@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -169,6 +170,10 @@ def test_bad_weight_files_are_refused_with_the_reason(weights, tmp_path):
         openl3_import.build_openl3(image, input_repr="mel128")
     with pytest.raises(L3Error, match="Cannot tell the model from the file name"):
         openl3_import.import_openl3(tmp_path / "weights.h5", "x", root=tmp_path)
+    unpaired = tmp_path / "openl3_image_mel256_env.h5"
+    shutil.copy(image, unpaired)
+    with pytest.raises(L3Error, match="come from different OpenL3 models"):
+        openl3_import.import_openl3(good, "x", image_weights=unpaired, root=tmp_path)
     bad_gz = tmp_path / "openl3_audio_mel128_music.h5.gz"
     bad_gz.write_bytes(gzip.compress(good.read_bytes())[:5000])
     with pytest.raises(L3Error, match="truncated or corrupt"):
@@ -187,7 +192,7 @@ def test_import_openl3_export_matches_openl3(oracle, weights, tmp_path):
     audio_h5 = fx.weight_file(weights, "audio", "mel128")
     gz = tmp_path / (audio_h5.name + ".gz")
     gz.write_bytes(gzip.compress(audio_h5.read_bytes()))
-    image_h5 = fx.weight_file(weights, "image", fx.IMAGE_REPR)
+    image_h5 = fx.weight_file(weights, "image", "mel128")  # the fixtures' image weights, paired
     rc = cli.main(["import-openl3", str(gz), "--image", str(image_h5), "--name", "openl3_mel128",
                    "--root", str(tmp_path / "exports")])
     assert rc == 0
