@@ -16,7 +16,6 @@ with the same hop and batch size, alternating run by run.
     python benchmarks/embed.py --openl3 mel256 --seconds 5 --hop 0.5 [--oracle-python PY]
 """
 import argparse
-import json
 import os
 import pathlib
 import statistics

@@ -252,6 +252,10 @@ def test_live_openl3_matches(weights, tmp_path):
         )
         if made.returncode != 0:
             pytest.skip(f"cannot build the OpenL3 venv at {venv}: {made.stderr[-300:]}")
+    ready = subprocess.run([str(python), "-c", "import kapre, h5py, resampy, sklearn"],
+                           capture_output=True, text=True)
+    if ready.returncode != 0:
+        pytest.skip(f"the OpenL3 venv of {python} is incomplete: {ready.stderr[-300:]}")
     out = tmp_path / "live.npz"
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_openl3_fixtures.py"),
                     "--oracle-python", str(python), "--openl3", str(ORACLE_SOURCE),
