@@ -45,8 +45,8 @@ def _info(sub):
 
 TRAIN_FIELDS = (("learning-rate", float), ("weight-decay", float), ("batch-per-replica", int),
                 ("global-batch", int), ("steps-per-epoch", int), ("epochs", int),
-                ("validation-pairs", int), ("val-fraction", float), ("checkpoint-every", int),
-                ("log-every", int), ("seed", int))
+                ("validation-pairs", int), ("pairs-per-video", int), ("val-fraction", float),
+                ("checkpoint-every", int), ("log-every", int), ("seed", int))
 
 
 def add_train_arguments(p, preset="tiny"):
@@ -63,12 +63,24 @@ def add_train_arguments(p, preset="tiny"):
     p.add_argument("--export", help="export name under saved_models/ ('' = none)")
     p.add_argument("--workers", type=int, default=2, help="decoding / clip-making processes")
     p.add_argument("--videos-per-shard", type=int, help="when preparing videos (default by size)")
+    add_train_config_arguments(p)
+
+
+def add_train_config_arguments(p):
+    """Flags for TrainConfig fields (None when not given: the recipe's default)."""
     for name, kind in TRAIN_FIELDS:
         p.add_argument(f"--{name}", type=kind, help="TrainConfig." + name.replace("-", "_"))
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="default constant")
     p.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="default float32")
     p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker", "default"],
                    help="auto: all GPUs mirrored, else one device; multiworker needs TF_CONFIG")
+
+
+def train_config_changes(args) -> dict:
+    """The TrainConfig fields set by `add_train_config_arguments` flags that were given."""
+    names = [name for name, _ in TRAIN_FIELDS] + ["lr-schedule", "mixed-precision", "strategy"]
+    values = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in names}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def configure_logging(fmt: str) -> None:

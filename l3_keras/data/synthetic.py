@@ -217,12 +217,17 @@ def random_events(
 # Writing
 
 
-def _write_mp4(path: str, frame_at: Callable[[float], np.ndarray], audio: np.ndarray,
-               size: Tuple[int, int], fps: float, sample_rate: int, meta: dict) -> str:
+def write_mp4(path: str, frame_at: Callable[[float], np.ndarray], audio: np.ndarray,
+              size: Tuple[int, int], fps: float, sample_rate: int, meta: dict) -> str:
     """Encodes frames (frame_at(t) -> uint8 [H, W, 3]) and mono audio into an H.264 + AAC mp4.
 
-    The mp4 and then the JSON sidecar are written to temp names and renamed, so a sidecar on disk
-    means its clip is complete (make_collection relies on that to resume).
+    Args:
+        path: output .mp4 path; the sidecar `meta` (needs "seconds") goes beside it as .json.
+        frame_at: the frame on screen at t seconds, for t = i / fps.
+        audio: float32 [samples] in [-1, 1] at `sample_rate`.
+
+    The mp4 and then the JSON sidecar are written atomically, so a sidecar on disk means its clip
+    is complete (`make_collection` and `data.scenes` rely on that to resume).
     """
     h, w = size
     if h % 2 or w % 2:
@@ -310,7 +315,7 @@ def make_clip(
         return frame
 
     meta = _base_meta(size, fps, sample_rate, seconds, seed=seed, events=events, **(extra or {}))
-    return _write_mp4(path, frame_at, audio, size, fps, sample_rate, meta)
+    return write_mp4(path, frame_at, audio, size, fps, sample_rate, meta)
 
 
 def make_schedule_clip(
@@ -354,7 +359,7 @@ def make_schedule_clip(
         return np.full((*size, 3), level, np.uint8)
 
     meta = _base_meta(size, fps, sample_rate, seconds, step=step, schedule=schedule)
-    return _write_mp4(path, frame_at, audio, size, fps, sample_rate, meta)
+    return write_mp4(path, frame_at, audio, size, fps, sample_rate, meta)
 
 
 def read_sidecar(path: str) -> dict:
@@ -396,7 +401,8 @@ class ClipSpec:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _is_complete(path: str, params: dict) -> bool:
+def is_complete(path: str, params: dict) -> bool:
+    """Whether the clip at `path` was fully written with collection parameters `params`."""
     try:
         return os.path.exists(path) and read_sidecar(path).get("params") == params
     except (OSError, ValueError):
@@ -433,13 +439,16 @@ def make_collection(out_dir: str, num_clips: int, spec: ClipSpec = ClipSpec(), *
     os.makedirs(out_dir, exist_ok=True)
     params = spec.to_json_dict()
     paths = [os.path.join(out_dir, f"clip_{i:05d}.mp4") for i in range(num_clips)]
-    jobs = [(p, spec, i) for i, p in enumerate(paths) if not _is_complete(p, params)]
+    run_jobs(_make_one, [(p, spec, i) for i, p in enumerate(paths) if not is_complete(p, params)],
+             workers)
+    return paths
+
+
+def run_jobs(fn: Callable, jobs: Sequence, workers: int) -> list:
+    """[fn(job) for job in jobs], in `workers` spawned processes when more than one (fn picklable)."""
     if workers > 1 and len(jobs) > 1:
         # "spawn": the caller may have started TensorFlow threads, which fork does not copy safely.
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as ex:
-            list(ex.map(_make_one, jobs))
-    else:
-        for job in jobs:
-            _make_one(job)
-    return paths
+            return list(ex.map(fn, jobs))
+    return [fn(job) for job in jobs]

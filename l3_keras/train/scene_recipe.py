@@ -1,0 +1,153 @@
+"""Correspondence on real sound: labelled recordings -> scene clips -> train -> held-out AVC -> probes.
+
+`recipes/train_avdigits.py` (spoken digits, FSDD) calls `run_scene_recipe`; any labelled folder
+works (`data.labelled`). The held-out groups (speakers) never play in a training clip:
+
+    items --split_by_group--> training / held-out recordings
+      --data.scenes--> training clips, held-out clips (cached in cache_dir, keyed by their settings)
+      --train.recipe.run_recipe--> prepared shards, run directory (curves.png), held-out AVC, export
+      --linear probes--> the audio tower's conv4 features of 1 s windows, logistic regression,
+         trained vs the same network with random weights: on the collection with one fold per group
+         (leave-one-speaker-out, so the classifier is tested on speakers it was not fitted on;
+         the held-out speaker's fold is reported apart), and on an extra labelled set (DCASE)
+
+results.json in the run directory gets the probe figures beside the held-out AVC accuracy; every
+probe writes its report (JSON, confusion matrices, per-class bars) under RUN_DIR/probe-NAME/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Optional, Sequence
+
+from l3_keras.config import DataConfig, get_preset
+from l3_keras.data import labelled, scenes
+from l3_keras.train import recipe, rundir
+
+# The tiny preset on scene clips: the main job's optimiser settings (recipe.TINY_SYNTHETIC).
+TINY_SCENES = recipe.TINY_SYNTHETIC
+TRAIN_CLIPS, HELD_OUT_CLIPS = 240, 40
+VIDEOS_PER_SHARD = 8
+PROBE_PER_CLASS = 20  # recordings per class and group in the probes (FSDD: 4 x 10 x 20 = 800)
+
+log = logging.getLogger("l3_keras.train")
+
+
+def make_scene_splits(cache_dir, items: Sequence[labelled.Item], spec: scenes.SceneSpec, *,
+                      group_field="speaker", holdout=None, train_clips=TRAIN_CLIPS,
+                      held_out_clips=HELD_OUT_CLIPS, seed=0, workers=2):
+    """(train folder, held-out folder, held-out items): clips made once in cache_dir, then reused."""
+    train_items, held_items = labelled.split_by_group(items, group_field, holdout, seed=seed)
+    classes = sorted({item.label for item in items})
+    key = json.dumps([spec.to_dict(), sorted(i.path for i in held_items), classes, seed])
+    root = os.path.join(cache_dir, f"scenes-{hashlib.sha1(key.encode()).hexdigest()[:10]}")
+    train_dir, held_dir = os.path.join(root, "train"), os.path.join(root, "heldout")
+    scenes.make_scene_collection(train_dir, train_items, train_clips, spec=spec, classes=classes,
+                                 seed=seed, workers=workers)
+    scenes.make_scene_collection(held_dir, held_items, held_out_clips, spec=spec, classes=classes,
+                                 seed=seed + 1, workers=workers)
+    return train_dir, held_dir, held_items
+
+
+def group_probe(l3, cfg, items, held_items, group_field="speaker", per_class=PROBE_PER_CLASS,
+                seed=0, out_dir=None) -> dict:
+    """Linear probe with one fold per group, trained vs random weights; the held-out groups' folds.
+
+    Without groups (held-out recordings instead) the probe runs on the held-out recordings with
+    stratified 5-fold cross-validation.
+    """
+    from l3_keras.evaluate import linear_probe as lp
+
+    groups = sorted({labelled.group_of(i, group_field) for i in items} - {None})
+    if not groups:
+        return _summary(lp.probe(l3, cfg, lp.subset(held_items, per_class, seed), seed=seed,
+                                 out_dir=out_dir), [])
+    chosen = []
+    for g, group in enumerate(groups):
+        members = [i for i in items if labelled.group_of(i, group_field) == group]
+        chosen += [dataclasses.replace(i, fold=g) for i in lp.subset(members, per_class, seed)]
+    held = sorted({groups.index(labelled.group_of(i, group_field)) for i in held_items})
+    result = lp.probe(l3, cfg, chosen, seed=seed, out_dir=out_dir)
+    summary = _summary(result, held)
+    summary["fold_accuracy"] = {groups[int(f)]: round(acc, 4)
+                        for f, acc in result["trained"]["fold_accuracy"].items()}
+    summary["held_out_groups"] = [groups[g] for g in held]
+    return summary
+
+
+def _summary(result: dict, held_folds) -> dict:
+    """Mean, fold spread and the held-out folds' accuracy, trained and random, and the gaps."""
+    out = {"clips": result["clips"], "folds": result["folds"]}
+    for name in ("trained", "random"):
+        r = result[name]
+        out[name] = {"mean": round(r["mean"], 4), "std": round(r["std"], 4)}
+        if held_folds:
+            out[name]["held_out"] = round(
+                sum(r["fold_accuracy"][f] for f in held_folds) / len(held_folds), 4)
+    out["gap"] = round(out["trained"]["mean"] - out["random"]["mean"], 4)
+    if held_folds:
+        out["held_out_gap"] = round(out["trained"]["held_out"] - out["random"]["held_out"], 4)
+    return out
+
+
+def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.SceneSpec] = None,
+                     group_field="speaker", holdout=None, train_clips=TRAIN_CLIPS,
+                     held_out_clips=HELD_OUT_CLIPS, preset="tiny", model_dir=None, cache_dir=None,
+                     export: Optional[str] = "", export_root=None, workers=2,
+                     probe_per_class=PROBE_PER_CLASS, extra_probes=None, **train_changes) -> dict:
+    """Scene clips from `items`, training, held-out AVC, probes, export; returns results.json.
+
+    Args:
+        items: labelled recordings (`labelled.list_labelled`).
+        spec: the clips' look and sound; its size and sample rate are set from the preset.
+        group_field, holdout: what is held out (`labelled.split_by_group`).
+        train_clips, held_out_clips: clip counts of the two collections.
+        model_dir: run directory; default REPO/runs/PRESET-scenes.
+        cache_dir: clips and prepared shards; default REPO/.cache.
+        export: export name ("" = none), under export_root (default REPO/saved_models).
+        probe_per_class: recordings per class and group in the group probe.
+        extra_probes: {name: items} probed too (trained vs random, stratified 5-fold), e.g. DCASE.
+        **train_changes: TrainConfig fields over TINY_SCENES (None = keep).
+
+    Returns:
+        run.train's held-out results plus "probe" {name: summary}, "clips", "wall_seconds".
+    """
+    import keras
+
+    from l3_keras.evaluate import linear_probe as lp
+
+    t0 = time.perf_counter()
+    model_config = get_preset(preset)
+    cache_dir = cache_dir or os.path.join(recipe.REPO, ".cache")
+    side = max((spec or scenes.SceneSpec()).size[0],
+               DataConfig.for_model(model_config).frame_short_side)
+    spec = dataclasses.replace(spec or scenes.SceneSpec(), size=(side + side % 2,) * 2,
+                               sample_rate=model_config.sample_rate)
+    train_dir, held_dir, held_items = make_scene_splits(
+        cache_dir, items, spec, group_field=group_field, holdout=holdout, train_clips=train_clips,
+        held_out_clips=held_out_clips, seed=train_changes.get("seed") or 0, workers=workers)
+    run_dir = model_dir or os.path.join(recipe.REPO, "runs", f"{model_config.name}-scenes")
+    changes = {**TINY_SCENES.to_dict(), **{k: v for k, v in train_changes.items() if v is not None}}
+    results = recipe.run_recipe(
+        train_dir, val_data=held_dir, preset=preset, model_dir=run_dir, cache_dir=cache_dir,
+        prepared_dir=os.path.join(os.path.dirname(train_dir), f"prepared-{model_config.name}"),
+        export=export, export_root=export_root, workers=workers,
+        videos_per_shard=VIDEOS_PER_SHARD, **changes)
+    l3 = keras.models.load_model(os.path.join(run_dir, rundir.MODEL))
+    seed = changes["seed"]
+    probes = {"groups": group_probe(l3, model_config, items, held_items, group_field,
+                                    probe_per_class, seed, os.path.join(run_dir, "probe-groups"))}
+    for name, extra in (extra_probes or {}).items():
+        probes[name] = _summary(lp.probe(l3, model_config, extra, seed=seed,
+                                         out_dir=os.path.join(run_dir, f"probe-{name}")), [])
+    results.update(probe=probes, clips={"train": train_dir, "held_out": held_dir,
+                                        "spec": spec.to_dict()},
+                   wall_seconds=round(time.perf_counter() - t0, 1))
+    rundir.write_json(os.path.join(run_dir, rundir.RESULTS), results)
+    log.info("held-out AVC %.3f; probe %s", results["avc_accuracy"],
+             {k: (v["trained"], v["random"]) for k, v in probes.items()})
+    return results
