@@ -40,6 +40,7 @@ def parse(argv=None):
     p.add_argument("--model-dir", help="run directory (default runs/PRESET-avdigits)")
     p.add_argument("--cache-dir", help="clips and shards cache (default REPO/.cache)")
     p.add_argument("--export", default="", help="export name under saved_models/ ('' = none)")
+    p.add_argument("--export-root", help="folder of exports (default REPO/saved_models)")
     p.add_argument("--workers", type=int, default=2, help="clip-making / decoding processes")
     add_train_config_arguments(p)
     return p, p.parse_args(argv)
@@ -62,7 +63,8 @@ def main(argv=None):
             items, spec=spec, holdout=args.holdout_speakers, train_clips=args.train_clips,
             held_out_clips=args.held_out_clips, preset=args.preset,
             model_dir=args.model_dir or os.path.join(recipe.REPO, "runs", f"{args.preset}-avdigits"),
-            cache_dir=args.cache_dir, export=args.export, workers=args.workers,
+            cache_dir=args.cache_dir, export=args.export, export_root=args.export_root,
+            workers=args.workers,
             probe_per_class=args.probe_per_class, extra_probes=extra,
             **train_config_changes(args))
     except L3Error as err:

@@ -231,9 +231,9 @@ def load_recording(path: str, sample_rate: int) -> np.ndarray:
     hop = max(1, sample_rate // 100)
     frames = len(audio) // hop
     rms = np.sqrt(np.mean(audio[:frames * hop].reshape(frames, hop) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -TRIM_DB) if frames else []
-    if not len(loud) or rms.max() < 1e-6:
+    if not frames or rms.max() < 1e-5:  # below -100 dBFS
         raise L3Error(f"{path} is silent; remove it from the collection.")
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -TRIM_DB)
     audio = audio[loud[0] * hop:(loud[-1] + 1) * hop]
     return (audio * SPEECH_RMS / np.sqrt(np.mean(audio ** 2))).astype(np.float32)
 
