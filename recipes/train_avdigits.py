@@ -15,12 +15,9 @@ import argparse
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from l3_keras.cli import add_train_config_arguments, train_config_changes  # noqa: E402
-from l3_keras.errors import L3Error  # noqa: E402
+from l3_keras.cli import add_train_config_arguments, train_config_changes
+from l3_keras.errors import L3Error
 
 
 def parse(argv=None):
@@ -38,9 +35,9 @@ def parse(argv=None):
                    help="recordings per digit and speaker in the probe (20)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--model-dir", help="run directory (default runs/PRESET-avdigits)")
-    p.add_argument("--cache-dir", help="clips and shards cache (default REPO/.cache)")
+    p.add_argument("--cache-dir", help="clips and shards cache (default .cache/)")
     p.add_argument("--export", default="", help="export name under saved_models/ ('' = none)")
-    p.add_argument("--export-root", help="folder of exports (default REPO/saved_models)")
+    p.add_argument("--export-root", help="folder of exports (default saved_models/)")
     p.add_argument("--workers", type=int, default=2, help="clip-making / decoding processes")
     add_train_config_arguments(p)
     return p, p.parse_args(argv)
@@ -50,7 +47,7 @@ def main(argv=None):
     parser, args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from l3_keras.data import labelled, scenes
-    from l3_keras.train import recipe, scene_recipe
+    from l3_keras.train import scene_recipe
 
     spec = {"event_seconds": args.event_seconds, "max_gap": args.max_gap}
     spec = scenes.SceneSpec(**{k: tuple(v) if isinstance(v, list) else v
@@ -62,7 +59,7 @@ def main(argv=None):
         results = scene_recipe.run_scene_recipe(
             items, spec=spec, holdout=args.holdout_speakers, train_clips=args.train_clips,
             held_out_clips=args.held_out_clips, preset=args.preset,
-            model_dir=args.model_dir or os.path.join(recipe.REPO, "runs", f"{args.preset}-avdigits"),
+            model_dir=args.model_dir or os.path.join("runs", f"{args.preset}-avdigits"),
             cache_dir=args.cache_dir, export=args.export, export_root=args.export_root,
             workers=args.workers,
             probe_per_class=args.probe_per_class, extra_probes=extra,

@@ -2,6 +2,7 @@
 which class is drawn where; splits that share no speaker or recording; the AV-digits recipe."""
 import csv
 import io
+import json
 import os
 
 import numpy as np
@@ -163,6 +164,11 @@ def test_avdigits_recipe_end_to_end(real_media, tmp_path):
     for name in ("curves.png", "results.json", "model.keras", "probe-groups/confusion_trained.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
     assert (tmp_path / "saved_models" / "avd").is_dir()
-    config = (tmp_path / "run" / "config.json").read_text()
-    assert "heldout" in config and "_jackson_" not in open(
-        next((tmp_path / "cache").glob("scenes-*/train/scene_00000.json"))).read()
+    inputs = json.loads((tmp_path / "run" / "config.json").read_text())["inputs"]
+    assert inputs["val"] and not set(inputs["val"]) & set(inputs["train"])
+    for part, speakers in (("train", {"george", "lucas", "nicolas"}), ("held_out", {"jackson"})):
+        folder = results["clips"][part]
+        events = [e for c in os.listdir(folder) if c.endswith(".json")
+                  for e in synthetic.read_sidecar(os.path.join(folder, c))["events"]]
+        played = {os.path.basename(r["path"]).split("_")[1] for e in events for r in e["recordings"]}
+        assert played and played <= speakers, (part, played)

@@ -26,7 +26,8 @@ Every clip's JSON sidecar (same stem) holds the ground truth, with times in seco
                  "colour": [r, g, b], "font": "DejaVuSerif-Bold.ttf" | null,
                  "recordings": [{"path", "start", "end", "gain_db"}]}]}
 
-A recording (resampled and trimmed by `load_recording`) plays from `start` to `end` in the clip. Writing is `synthetic.write_mp4`'s (H.264 + AAC, atomic, resumable).
+A recording (resampled and trimmed by `load_recording`) plays from `start` to `end` in the clip.
+Writing is `synthetic.write_mp4`'s (H.264 + AAC, atomic, resumable).
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ import colorsys
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import zlib
 from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from l3_keras import media
 from l3_keras.data import synthetic
 from l3_keras.data.labelled import Item
 from l3_keras.errors import L3Error, check_choice
@@ -92,17 +95,12 @@ class SceneSpec:
         if self.size[0] % 2 or self.size[1] % 2:
             raise L3Error(f"Frame size {self.size} must be even in both sides (yuv420p needs it).")
 
-    def to_dict(self) -> dict:
-        return json_ready(dataclasses.asdict(self))
+    def replace(self, **changes) -> "SceneSpec":
+        return dataclasses.replace(self, **changes)
 
-
-def json_ready(obj):
-    """Tuples as lists, recursively: what a JSON round trip gives back, so dicts compare equal."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    return obj
+    def to_json_dict(self) -> dict:
+        """The spec as its sidecar stores it (JSON types: tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,13 +216,9 @@ def load_recording(path: str, sample_rate: int) -> np.ndarray:
     Raises:
         L3Error: an unreadable file, or one that is silent throughout.
     """
-    import soundfile
     import soxr
 
-    try:
-        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError)
-        raise L3Error(f"Cannot read {path}: {err}") from err
+    audio, rate = media.read_audio(path)
     audio = audio.mean(axis=1)
     if rate != sample_rate:
         audio = soxr.resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
@@ -345,7 +339,7 @@ def make_scene_collection(out_dir, items: Sequence[Item], num_clips: int, *,
     items = sorted(items, key=lambda item: item.path)
     classes = list(classes or sorted({item.label for item in items}))
     recordings = hashlib.sha1("\n".join(f"{i.path}\t{i.label}" for i in items).encode()).hexdigest()
-    params = {"spec": spec.to_dict(), "seed": int(seed), "classes": classes,
+    params = {"spec": spec.to_json_dict(), "seed": int(seed), "classes": classes,
               "recordings": len(items), "recordings_sha1": recordings}
     os.makedirs(out_dir, exist_ok=True)
     paths = [os.path.join(out_dir, f"scene_{i:05d}.mp4") for i in range(num_clips)]

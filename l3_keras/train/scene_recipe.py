@@ -24,6 +24,7 @@ import os
 import time
 from typing import Optional, Sequence
 
+from l3_keras import files
 from l3_keras.config import DataConfig, get_preset
 from l3_keras.data import labelled, scenes
 from l3_keras.train import recipe, rundir
@@ -43,7 +44,7 @@ def make_scene_splits(cache_dir, items: Sequence[labelled.Item], spec: scenes.Sc
     """(train folder, held-out folder, held-out items): clips made once in cache_dir, then reused."""
     train_items, held_items = labelled.split_by_group(items, group_field, holdout, seed=seed)
     classes = sorted({item.label for item in items})
-    key = json.dumps([spec.to_dict(), sorted(i.path for i in held_items), classes, seed])
+    key = json.dumps([spec.to_json_dict(), sorted(i.path for i in held_items), classes, seed])
     root = os.path.join(cache_dir, f"scenes-{hashlib.sha1(key.encode()).hexdigest()[:10]}")
     train_dir, held_dir = os.path.join(root, "train"), os.path.join(root, "heldout")
     scenes.make_scene_collection(train_dir, train_items, train_clips, spec=spec, classes=classes,
@@ -106,9 +107,9 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
         spec: the clips' look and sound; its size and sample rate are set from the preset.
         group_field, holdout: what is held out (`labelled.split_by_group`).
         train_clips, held_out_clips: clip counts of the two collections.
-        model_dir: run directory; default REPO/runs/PRESET-scenes.
-        cache_dir: clips and prepared shards; default REPO/.cache.
-        export: export name ("" = none), under export_root (default REPO/saved_models).
+        model_dir: run directory; default runs/PRESET-scenes under the working directory.
+        cache_dir: clips and prepared shards; default .cache/ under the working directory.
+        export: export name ("" = none), under export_root (default saved_models/).
         probe_per_class: recordings per class and group in the group probe.
         extra_probes: {name: items} probed too (trained vs random, stratified 5-fold), e.g. DCASE.
         **train_changes: TrainConfig fields over TINY_SCENES (None = keep).
@@ -122,15 +123,14 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
 
     t0 = time.perf_counter()
     model_config = get_preset(preset)
-    cache_dir = cache_dir or os.path.join(recipe.REPO, ".cache")
-    side = max((spec or scenes.SceneSpec()).size[0],
-               DataConfig.for_model(model_config).frame_short_side)
-    spec = dataclasses.replace(spec or scenes.SceneSpec(), size=(side + side % 2,) * 2,
-                               sample_rate=model_config.sample_rate)
+    cache_dir = os.path.abspath(cache_dir or ".cache")
+    spec = spec or scenes.SceneSpec()
+    side = max(spec.size[0], DataConfig.for_model(model_config).frame_short_side)
+    spec = spec.replace(size=(side + side % 2,) * 2, sample_rate=model_config.sample_rate)
     train_dir, held_dir, held_items = make_scene_splits(
         cache_dir, items, spec, group_field=group_field, holdout=holdout, train_clips=train_clips,
         held_out_clips=held_out_clips, seed=train_changes.get("seed") or 0, workers=workers)
-    run_dir = model_dir or os.path.join(recipe.REPO, "runs", f"{model_config.name}-scenes")
+    run_dir = os.path.abspath(model_dir or os.path.join("runs", f"{model_config.name}-scenes"))
     changes = {**TINY_SCENES.to_dict(), **{k: v for k, v in train_changes.items() if v is not None}}
     results = recipe.run_recipe(
         train_dir, val_data=held_dir, preset=preset, model_dir=run_dir, cache_dir=cache_dir,
@@ -145,9 +145,9 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
         probes[name] = _summary(lp.probe(l3, model_config, extra, seed=seed,
                                          out_dir=os.path.join(run_dir, f"probe-{name}")), [])
     results.update(probe=probes, clips={"train": train_dir, "held_out": held_dir,
-                                        "spec": spec.to_dict()},
+                                        "spec": spec.to_json_dict()},
                    wall_seconds=round(time.perf_counter() - t0, 1))
-    rundir.write_json(os.path.join(run_dir, rundir.RESULTS), results)
+    files.write_json(os.path.join(run_dir, rundir.RESULTS), results)
     log.info("held-out AVC %.3f; probe %s", results["avc_accuracy"],
              {k: (v["trained"], v["random"]) for k, v in probes.items()})
     return results
