@@ -157,6 +157,7 @@ def test_avdigits_recipe_end_to_end(real_media, tmp_path):
         str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--export", "avd",
         "--export-root", str(tmp_path / "saved_models")])
     assert results["steps"] == 3 and 0.0 <= results["avc_accuracy"] <= 1.0
+    assert 0.75 < results["ceiling"] < 1.0  # 10 digits, a few windows across two events
     probe = results["probe"]["groups"]
     assert probe["held_out_groups"] == ["jackson"] and probe["folds"] == 4
     assert set(probe["fold_accuracy"]) == {"george", "jackson", "lucas", "nicolas"}
@@ -172,3 +173,19 @@ def test_avdigits_recipe_end_to_end(real_media, tmp_path):
                   for e in synthetic.read_sidecar(os.path.join(folder, c))["events"]]
         played = {os.path.basename(r["path"]).split("_")[1] for e in events for r in e["recordings"]}
         assert played and played <= speakers, (part, played)
+
+
+def test_collection_ceiling_is_one_for_distinct_clips_and_half_for_identical_ones():
+    from l3_keras.data.ceiling import collection_ceiling
+
+    def clip(kind):
+        events = [{"kind": kind, "start": 0.0, "end": 10.0}]
+        return events, events
+
+    assert collection_ceiling([clip(k) for k in range(5)], 10.0, pairs=2000) == 1.0
+    assert collection_ceiling([clip(0) for _ in range(5)], 10.0, pairs=2000) == 0.5
+    # A scene's pauses between recordings count as heard gaps, not as its class.
+    meta = {"events": [{"class": 1, "start": 0.0, "end": 3.0,
+                        "recordings": [{"start": 0.1, "end": 1.0}, {"start": 1.5, "end": 2.9}]}]}
+    seen, heard = scenes.seen_and_heard(meta)
+    assert seen == [{"kind": 1, "start": 0.0, "end": 3.0}] and [h["start"] for h in heard] == [0.1, 1.5]

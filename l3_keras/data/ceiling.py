@@ -1,4 +1,4 @@
-"""The best AVC accuracy reachable on a synthetic collection (`data.synthetic`), by Monte Carlo.
+"""The best AVC accuracy reachable on a synthetic or scene collection, by Monte Carlo.
 
 A negative pairs a frame with a 1 s window from ANOTHER clip. When that window happens to hold the
 sound of the kind on screen (or, for a frame between events, some quiet background), the pair looks
@@ -54,19 +54,38 @@ def avc_ceiling(spec: synthetic.ClipSpec, window: float = 1.0, pairs: int = 4000
         the ceiling in [0.5, 1].
     """
     rng = np.random.default_rng(seed)
-    seconds = spec.seconds
-    collection = [synthetic.random_events(seconds, spec.kinds, rng,
+    collection = [synthetic.random_events(spec.seconds, spec.kinds, rng,
                                           min_seconds=spec.event_seconds[0],
                                           max_seconds=spec.event_seconds[1], max_gap=spec.max_gap)
                   for _ in range(clips)]
+    return collection_ceiling([(events, events) for events in collection], spec.seconds, window,
+                              pairs, rng)
+
+
+def collection_ceiling(clips, seconds: float, window: float = 1.0, pairs: int = 40000,
+                       rng=None) -> float:
+    """Monte Carlo Bayes-optimal AVC accuracy of given clips (the core of `avc_ceiling`).
+
+    Args:
+        clips: one (seen, heard) pair of event lists a clip: `seen` events say which kind is on
+            screen when, `heard` events which kind sounds when (the same list for `synthetic`
+            clips; a scene's recordings, with pauses between them, for `data.scenes`). Events are
+            dicts with "kind", "start" and "end" (seconds).
+        seconds: clip length.
+        rng: numpy Generator (default seeded with 0).
+
+    Returns:
+        the ceiling in [0.5, 1].
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
     counts = {True: collections.Counter(), False: collections.Counter()}
     for _ in range(pairs):
-        a, b = rng.choice(clips, 2, replace=False)
+        a, b = rng.choice(len(clips), 2, replace=False)
         t = rng.uniform(0.0, seconds)
         lo, hi = max(0.0, t - window), min(t, seconds - window)
         pos_start, neg_start = rng.uniform(lo, hi), rng.uniform(0.0, seconds - window)
-        frame = _seen(collection[a], t)
-        counts[True][(frame, *_heard(collection[a], pos_start, pos_start + window))] += 1
-        counts[False][(frame, *_heard(collection[b], neg_start, neg_start + window))] += 1
+        frame = _seen(clips[a][0], t)
+        counts[True][(frame, *_heard(clips[a][1], pos_start, pos_start + window))] += 1
+        counts[False][(frame, *_heard(clips[b][1], neg_start, neg_start + window))] += 1
     keys = set(counts[True]) | set(counts[False])
     return 0.5 * sum(max(counts[True][k], counts[False][k]) for k in keys) / pairs

@@ -310,6 +310,15 @@ def make_scene_clip(path: str, events: List[dict], classes: Sequence[str], spec:
     return synthetic.write_mp4(path, frame_at, audio, tuple(spec.size), spec.fps, sr, meta)
 
 
+def seen_and_heard(meta: dict):
+    """(seen, heard) event lists of a scene sidecar, as `ceiling.collection_ceiling` takes them:
+    the class on screen during each event, and the class sounding during each recording."""
+    seen = [{"kind": e["class"], "start": e["start"], "end": e["end"]} for e in meta["events"]]
+    heard = [{"kind": e["class"], "start": r["start"], "end": r["end"]}
+             for e in meta["events"] for r in e["recordings"]]
+    return seen, heard
+
+
 def _make_one(job) -> str:
     path, items, classes, spec, params, index = job
     rng = np.random.default_rng([params["seed"], index])

@@ -54,6 +54,15 @@ def make_scene_splits(cache_dir, items: Sequence[labelled.Item], spec: scenes.Sc
     return train_dir, held_dir, held_items
 
 
+def held_out_ceiling(held_dir, spec: scenes.SceneSpec) -> float:
+    """The best AVC accuracy reachable on the held-out clips (`ceiling.collection_ceiling`)."""
+    from l3_keras.data import ceiling, synthetic
+
+    clips = [scenes.seen_and_heard(synthetic.read_sidecar(os.path.join(held_dir, name)))
+             for name in sorted(os.listdir(held_dir)) if name.endswith(".json")]
+    return round(ceiling.collection_ceiling(clips, spec.seconds), 4)
+
+
 def group_probe(l3, cfg, items, held_items, group_field="speaker", per_class=PROBE_PER_CLASS,
                 seed=0, out_dir=None) -> dict:
     """Linear probe with one fold per group, trained vs random weights; the held-out groups' folds.
@@ -115,7 +124,8 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
         **train_changes: TrainConfig fields over TINY_SCENES (None = keep).
 
     Returns:
-        run.train's held-out results plus "probe" {name: summary}, "clips", "wall_seconds".
+        run.train's held-out results plus "probe" {name: summary}, "ceiling" (the held-out
+        clips'), "clips", "wall_seconds".
     """
     import keras
 
@@ -144,10 +154,10 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
     for name, extra in (extra_probes or {}).items():
         probes[name] = _summary(lp.probe(l3, model_config, extra, seed=seed,
                                          out_dir=os.path.join(run_dir, f"probe-{name}")), [])
-    results.update(probe=probes, clips={"train": train_dir, "held_out": held_dir,
-                                        "spec": spec.to_json_dict()},
+    results.update(probe=probes, ceiling=held_out_ceiling(held_dir, spec),
+                   clips={"train": train_dir, "held_out": held_dir, "spec": spec.to_json_dict()},
                    wall_seconds=round(time.perf_counter() - t0, 1))
     files.write_json(os.path.join(run_dir, rundir.RESULTS), results)
-    log.info("held-out AVC %.3f; probe %s", results["avc_accuracy"],
-             {k: (v["trained"], v["random"]) for k, v in probes.items()})
+    log.info("held-out AVC %.3f (ceiling %.3f); probe %s", results["avc_accuracy"],
+             results["ceiling"], {k: (v["trained"], v["random"]) for k, v in probes.items()})
     return results
