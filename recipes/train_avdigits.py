@@ -28,6 +28,8 @@ def parse(argv=None):
     p.add_argument("--dcase", help="DCASE 2016 task 2 folder: also probe on it")
     p.add_argument("--train-clips", type=int, default=240, help="training clips (240)")
     p.add_argument("--held-out-clips", type=int, default=40, help="held-out clips (40)")
+    p.add_argument("--cued-clips", type=int, default=0,
+                   help="more training clips whose digits also have their own colour (0)")
     p.add_argument("--event-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="drawn event length, filled with recordings of one digit (2 4)")
     p.add_argument("--max-gap", type=float, help="longest pause between events, s (0.25)")
@@ -58,7 +60,7 @@ def main(argv=None):
                  if args.dcase else {})
         results = scene_recipe.run_scene_recipe(
             items, spec=spec, holdout=args.holdout_speakers, train_clips=args.train_clips,
-            held_out_clips=args.held_out_clips, preset=args.preset,
+            held_out_clips=args.held_out_clips, cued_clips=args.cued_clips, preset=args.preset,
             model_dir=args.model_dir or os.path.join("runs", f"{args.preset}-avdigits"),
             cache_dir=args.cache_dir, export=args.export, export_root=args.export_root,
             workers=args.workers,

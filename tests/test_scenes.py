@@ -189,3 +189,23 @@ def test_collection_ceiling_is_one_for_distinct_clips_and_half_for_identical_one
                         "recordings": [{"start": 0.1, "end": 1.0}, {"start": 1.5, "end": 2.9}]}]}
     seen, heard = scenes.seen_and_heard(meta)
     assert seen == [{"kind": 1, "start": 0.0, "end": 3.0}] and [h["start"] for h in heard] == [0.1, 1.5]
+
+
+def test_cued_clips_colour_each_class_alike_and_join_the_training_list(tmp_path):
+    import colorsys
+
+    from l3_keras.train.scene_recipe import make_scene_splits
+
+    items = labelled.list_labelled(_write_folder(tmp_path / "audio"))
+    listing, held_dir, held = make_scene_splits(tmp_path / "cache", items, SPEC, train_clips=1,
+                                                held_out_clips=1, cued_clips=2, workers=1)
+    videos = open(listing).read().split()
+    assert len(videos) == 3 and all(os.path.exists(v) for v in videos)
+    hues = {}
+    for video in videos[1:]:
+        for event in synthetic.read_sidecar(video)["events"]:
+            hue = colorsys.rgb_to_hsv(*(c / 255 for c in event["colour"]))[0]
+            hues.setdefault(event["label"], set()).add(round(hue, 2))
+    assert all(len(h) == 1 for h in hues.values()) and len(set.union(*hues.values())) == len(hues)
+    assert not {r["path"] for v in videos for e in synthetic.read_sidecar(v)["events"]
+                for r in e["recordings"]} & {i.path for i in held}

@@ -76,6 +76,8 @@ class SceneSpec:
         noise_db: (min, max) background noise RMS in dBFS, drawn per clip.
         identity: "glyph", "emblem" or "auto" (see the module docstring).
         glyph_size: (min, max) glyph or emblem height as a share of the frame's short side.
+        class_colours: glyphs take their class's own hue instead of a random one: an easy visual
+            cue beside the shape (emblems always have their class's hue).
     """
 
     seconds: float = 10.0
@@ -89,6 +91,7 @@ class SceneSpec:
     noise_db: Tuple[float, float] = (-55.0, -40.0)
     identity: str = "auto"
     glyph_size: Tuple[float, float] = (0.45, 0.8)
+    class_colours: bool = False
 
     def __post_init__(self):
         check_choice("identity", self.identity, IDENTITIES)
@@ -155,8 +158,10 @@ def _place(extent: Tuple[int, int], size: Tuple[int, int], rng) -> Tuple[int, in
     return y, x
 
 
-def draw_glyph(frame: np.ndarray, text: str, rng: np.random.Generator, glyph_size) -> dict:
-    """Draws `text` in a random font, size, colour and place; returns {box, colour, font}."""
+def draw_glyph(frame: np.ndarray, text: str, rng: np.random.Generator, glyph_size,
+               hue=None) -> dict:
+    """Draws `text` in a random font, size, colour (of `hue` when given) and place; returns
+    {box, colour, font}."""
     from PIL import Image, ImageDraw, ImageFont
 
     h, w = frame.shape[:2]
@@ -170,7 +175,7 @@ def draw_glyph(frame: np.ndarray, text: str, rng: np.random.Generator, glyph_siz
             break
         px = int(px * room / max(x1 - x0, y1 - y0))
     top, left = _place((y1 - y0, x1 - x0), (h, w), rng)
-    colour = _bright_colour(rng.uniform(), rng)
+    colour = _bright_colour(rng.uniform() if hue is None else hue, rng)
     image = Image.fromarray(frame)
     ImageDraw.Draw(image).text((left - x0, top - y0), text, font=font, fill=colour)
     frame[...] = np.asarray(image)
@@ -288,8 +293,11 @@ def make_scene_clip(path: str, events: List[dict], classes: Sequence[str], spec:
     pictures, drawn = [], []
     for event in events:
         picture = background.copy()
-        draw = draw_glyph if identity == "glyph" else draw_emblem
-        drawn.append({**event, **draw(picture, event["label"], rng, spec.glyph_size)})
+        if identity == "glyph":
+            hue = event["class"] / len(classes) if spec.class_colours else None
+            drawn.append({**event, **draw_glyph(picture, event["label"], rng, spec.glyph_size, hue)})
+        else:
+            drawn.append({**event, **draw_emblem(picture, event["label"], rng, spec.glyph_size)})
         pictures.append(picture)
         for rec in event["recordings"]:
             wave = load_recording(rec["path"], sr) * 10 ** (rec["gain_db"] / 20)

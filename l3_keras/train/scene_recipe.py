@@ -40,18 +40,28 @@ log = logging.getLogger("l3_keras.train")
 
 def make_scene_splits(cache_dir, items: Sequence[labelled.Item], spec: scenes.SceneSpec, *,
                       group_field="speaker", holdout=None, train_clips=TRAIN_CLIPS,
-                      held_out_clips=HELD_OUT_CLIPS, seed=0, workers=2):
-    """(train folder, held-out folder, held-out items): clips made once in cache_dir, then reused."""
+                      held_out_clips=HELD_OUT_CLIPS, cued_clips=0, seed=0, workers=2):
+    """Clips made once under cache_dir, then reused: (training videos, held-out folder, held-out
+    items). The training videos are a folder, or with `cued_clips` a list file of the folder's
+    clips plus that many more whose glyphs have their class's colour (`SceneSpec.class_colours`)."""
     train_items, held_items = labelled.split_by_group(items, group_field, holdout, seed=seed)
     classes = sorted({item.label for item in items})
     key = json.dumps([spec.to_json_dict(), sorted(i.path for i in held_items), classes, seed])
     root = os.path.join(cache_dir, f"scenes-{hashlib.sha1(key.encode()).hexdigest()[:10]}")
     train_dir, held_dir = os.path.join(root, "train"), os.path.join(root, "heldout")
-    scenes.make_scene_collection(train_dir, train_items, train_clips, spec=spec, classes=classes,
-                                 seed=seed, workers=workers)
+    videos = scenes.make_scene_collection(train_dir, train_items, train_clips, spec=spec,
+                                          classes=classes, seed=seed, workers=workers)
     scenes.make_scene_collection(held_dir, held_items, held_out_clips, spec=spec, classes=classes,
                                  seed=seed + 1, workers=workers)
-    return train_dir, held_dir, held_items
+    if not cued_clips:
+        return train_dir, held_dir, held_items
+    videos += scenes.make_scene_collection(
+        os.path.join(root, "cued"), train_items, cued_clips, spec=spec.replace(class_colours=True),
+        classes=classes, seed=seed + 2, workers=workers)[:cued_clips]
+    listing = os.path.join(root, f"train-{train_clips}-cued-{cued_clips}.txt")
+    with files.atomic_write(listing) as tmp, open(tmp, "w") as f:
+        f.write("".join(f"{path}\n" for path in videos))
+    return listing, held_dir, held_items
 
 
 def held_out_ceiling(held_dir, spec: scenes.SceneSpec) -> float:
@@ -106,7 +116,7 @@ def _summary(result: dict, held_folds) -> dict:
 
 def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.SceneSpec] = None,
                      group_field="speaker", holdout=None, train_clips=TRAIN_CLIPS,
-                     held_out_clips=HELD_OUT_CLIPS, preset="tiny", model_dir=None, cache_dir=None,
+                     held_out_clips=HELD_OUT_CLIPS, cued_clips=0, preset="tiny", model_dir=None, cache_dir=None,
                      export: Optional[str] = "", export_root=None, workers=2,
                      probe_per_class=PROBE_PER_CLASS, extra_probes=None, **train_changes) -> dict:
     """Scene clips from `items`, training, held-out AVC, probes, export; returns results.json.
@@ -116,6 +126,8 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
         spec: the clips' look and sound; its size and sample rate are set from the preset.
         group_field, holdout: what is held out (`labelled.split_by_group`).
         train_clips, held_out_clips: clip counts of the two collections.
+        cued_clips: more training clips whose glyphs also have their class's colour (a visual
+            cue that is easy to learn, beside the glyph's shape; `make_scene_splits`).
         model_dir: run directory; default runs/PRESET-scenes under the working directory.
         cache_dir: clips and prepared shards; default .cache/ under the working directory.
         export: export name ("" = none), under export_root (default saved_models/).
@@ -137,14 +149,16 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
     spec = spec or scenes.SceneSpec()
     side = max(spec.size[0], DataConfig.for_model(model_config).frame_short_side)
     spec = spec.replace(size=(side + side % 2,) * 2, sample_rate=model_config.sample_rate)
-    train_dir, held_dir, held_items = make_scene_splits(
+    train_data, held_dir, held_items = make_scene_splits(
         cache_dir, items, spec, group_field=group_field, holdout=holdout, train_clips=train_clips,
-        held_out_clips=held_out_clips, seed=train_changes.get("seed") or 0, workers=workers)
+        held_out_clips=held_out_clips, cued_clips=cued_clips,
+        seed=train_changes.get("seed") or 0, workers=workers)
     run_dir = os.path.abspath(model_dir or os.path.join("runs", f"{model_config.name}-scenes"))
     changes = {**TINY_SCENES.to_dict(), **{k: v for k, v in train_changes.items() if v is not None}}
     results = recipe.run_recipe(
-        train_dir, val_data=held_dir, preset=preset, model_dir=run_dir, cache_dir=cache_dir,
-        prepared_dir=os.path.join(os.path.dirname(train_dir), f"prepared-{model_config.name}"),
+        train_data, val_data=held_dir, preset=preset, model_dir=run_dir, cache_dir=cache_dir,
+        prepared_dir=os.path.join(os.path.dirname(held_dir),
+                                  f"prepared-{model_config.name}-cued{cued_clips}"),
         export=export, export_root=export_root, workers=workers,
         videos_per_shard=VIDEOS_PER_SHARD, **changes)
     l3 = keras.models.load_model(os.path.join(run_dir, rundir.MODEL))
@@ -155,7 +169,7 @@ def run_scene_recipe(items: Sequence[labelled.Item], *, spec: Optional[scenes.Sc
         probes[name] = _summary(lp.probe(l3, model_config, extra, seed=seed,
                                          out_dir=os.path.join(run_dir, f"probe-{name}")), [])
     results.update(probe=probes, ceiling=held_out_ceiling(held_dir, spec),
-                   clips={"train": train_dir, "held_out": held_dir, "spec": spec.to_json_dict()},
+                   clips={"train": train_data, "held_out": held_dir, "spec": spec.to_json_dict()},
                    wall_seconds=round(time.perf_counter() - t0, 1))
     files.write_json(os.path.join(run_dir, rundir.RESULTS), results)
     log.info("held-out AVC %.3f (ceiling %.3f); probe %s", results["avc_accuracy"],
