@@ -13,10 +13,9 @@ Rerunning the same command reuses the clips and shards (cache) and resumes the r
 """
 import argparse
 import json
-import logging
 import os
 
-from l3_keras.cli import add_train_config_arguments, train_config_changes
+from l3_keras.cli import add_train_config_arguments, configure_logging, train_config_changes
 from l3_keras.errors import L3Error
 
 
@@ -47,7 +46,7 @@ def parse(argv=None):
 
 def main(argv=None):
     parser, args = parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    configure_logging("%(asctime)s %(message)s")
     from l3_keras.data import labelled, scenes
     from l3_keras.train import scene_recipe
 
