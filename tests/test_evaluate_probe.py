@@ -53,7 +53,7 @@ def test_bad_collections_raise_one_clear_error(tmp_path):
         lp.probe(None, TINY, lp.list_labelled(tmp_path))
 
 
-def test_cross_validate_averages_window_scores_per_clip():
+def test_cross_validate_separates_classes_and_draws_stratified_folds():
     rng = np.random.default_rng(0)
     labels = ["a", "b", "c"] * 10
     # Class means along different axes, so every class is linearly separable from the rest.
@@ -66,6 +66,33 @@ def test_cross_validate_averages_window_scores_per_clip():
         assert r["mean"] > 0.9 and np.sum(r["confusion"]) == 30 and len(r["fold_accuracy"]) == 5
     with pytest.raises(L3Error, match="Stratified 5-fold"):
         lp.fold_ids(["a"] * 4 + ["b"] * 4)
+
+
+@pytest.mark.parametrize("classifier", lp.CLASSIFIERS)
+@pytest.mark.parametrize("classes", [("neg", "pos"), ("neg", "pos", "other")])
+def test_a_clip_is_scored_by_the_mean_of_its_window_scores(classifier, classes):
+    """Fold 0 holds "pos" clips with three windows that lean "pos" and one that is strongly "neg":
+    the mean of the window scores says "pos", the max (or the strongest window) says "neg".
+    Two classes run the binary branch (one decision column, sign-flipped for the first class)."""
+    centre = {"neg": [-1.0, 0.0], "pos": [1.0, 0.0], "other": [0.0, 4.0]}
+    rng = np.random.default_rng(1)
+    feats, labels, folds = [], [], []
+    for i in range(12):  # fold 1: clean training clips, 3 windows each
+        label = classes[i % len(classes)]
+        feats.append(rng.normal(centre[label], 0.1, (3, 2)))
+        labels.append(label)
+        folds.append(1)
+    for _ in range(3):  # fold 0: the mixed "pos" clips
+        feats.append(np.array([[0.6, 0.0], [0.6, 0.0], [0.6, 0.0], [-1.2, 0.0]]))
+        labels.append("pos")
+        folds.append(0)
+    for label in classes:  # fold 0 needs every class once for the classifier of fold 1
+        feats.append(rng.normal(centre[label], 0.1, (3, 2)))
+        labels.append(label)
+        folds.append(0)
+    r = lp.cross_validate(feats, labels, np.array(folds), classifier, C=10.0)
+    assert r["predictions"][12:15] == ["pos"] * 3, r["predictions"]
+    assert r["fold_accuracy"][0] == 1.0, r
 
 
 def test_csv_collection_with_folds_probe_and_recipe(real_media, tmp_path):
@@ -124,6 +151,71 @@ def test_image_probe_on_rendered_frames_and_cli(tmp_path, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(summary) == {"trained", "random"}
+
+
+def _write_sound_classes(folder, per_class=10, seed=0):
+    """FSDD-named WAVs ("{label}_synth_{i}.wav") of two classes a random net separates easily:
+    "0" a tone of 300-700 Hz, "1" white noise; 1.2-2 s long, half at 44.1 kHz stereo."""
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for i in range(per_class):
+        for label in "01":
+            sr, channels = (44100, 2) if i % 2 else (16000, 1)
+            t = np.arange(int(rng.uniform(1.2, 2.0) * sr)) / sr
+            if label == "0":
+                x = 0.3 * np.sin(2 * np.pi * rng.uniform(300, 700) * t)
+            else:
+                x = 0.1 * rng.standard_normal(t.size)
+            x = np.stack([x] * channels, axis=1) + 0.003 * rng.standard_normal((t.size, channels))
+            soundfile.write(folder / f"{label}_synth_{i}.wav", x.astype(np.float32), sr)
+    return folder
+
+
+def _blinded_l3(seed=7):
+    """An L3 model whose audio conv4 map is all zeros (last BatchNorm: gamma = beta = 0), so its
+    conv4 features carry nothing: a probe of it must score chance, its random twin must not."""
+    l3 = _random_l3(seed)
+    bn = l3.get_layer("audio_block4_bn2")
+    bn.gamma.assign(np.zeros(bn.gamma.shape, np.float32))
+    bn.beta.assign(np.zeros(bn.beta.shape, np.float32))
+    return l3
+
+
+def test_random_baseline_has_fresh_weights_and_features(tmp_path):
+    items = lp.list_labelled(_write_sound_classes(tmp_path / "sounds", per_class=2), "pattern",
+                             lp.FSDD_PATTERN)
+    given = _random_l3(seed=7)
+    baseline = lp.random_baseline(TINY, seed=0)
+    for a, b in zip(given.get_weights(), baseline.get_weights()):
+        if a.std() > 0:  # kernels (BatchNorm starts at gamma 1, beta 0 in both)
+            assert not np.allclose(a, b)
+    assert [w.shape for w in given.get_weights()] == [w.shape for w in baseline.get_weights()]
+    f_given = lp.audio_features(given, TINY, items)
+    f_baseline = lp.audio_features(baseline, TINY, items)
+    for x, y in zip(f_given, f_baseline):
+        assert x.shape == y.shape and not np.allclose(x, y, atol=1e-3)
+
+
+def test_cli_probe_fsdd_pattern_knows_the_answer(tmp_path, capsys):
+    """`l3 evaluate probe --label-from pattern --pattern fsdd` on synthetic tone vs noise clips, with a
+    model that cannot hear (conv4 = 0): the known answer is chance for it and near 1 for its random
+    twin, so a baseline built from the given weights, or swapped results, fail here."""
+    sounds = _write_sound_classes(tmp_path / "fsdd")
+    model_file = tmp_path / "blind.keras"
+    _blinded_l3().save(model_file)
+    code = cli.main(["evaluate", "probe", str(model_file), str(sounds), "--label-from", "pattern",
+                     "--pattern", "fsdd", "--folds", "5", "--preset", "tiny", "--out",
+                     str(tmp_path / "report")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())["probe"]
+    assert report["clips"] == 20 and report["folds"] == 5 and report["trained"]["classes"] == ["0", "1"]
+    assert summary["trained"][0] <= 0.6, summary  # chance: 0.5
+    assert summary["random"][0] >= 0.9, summary
+    assert report["gap"] == pytest.approx(summary["trained"][0] - summary["random"][0])
+    assert report["gap"] <= -0.3
 
 
 def _probe_trained_vs_random(items, out_dir, **kwargs):
