@@ -42,9 +42,14 @@ def test_evaluate_avc_is_balanced_deterministic_and_reported(shards, tmp_path):
     again = avc.evaluate_avc(l3, shards, TINY, num_pairs=40, seed=3)
     assert first == again
     assert first["num_pairs"] == 40
-    assert first["ci95"][0] <= first["accuracy"] <= first["ci95"][1]
-    mean_of_halves = 0.5 * (first["positive_accuracy"] + first["negative_accuracy"])
-    assert first["accuracy"] == pytest.approx(mean_of_halves)
+    # The model's own verdicts on those pairs: a pair is right when the larger softmax column is
+    # its label (1 = corresponds).
+    right = l3.predict(x, verbose=0).argmax(axis=1) == y
+    assert 0 < right.sum() < 40  # random weights: some right, some wrong, so swaps show
+    assert first["accuracy"] == right.mean()
+    assert first["positive_accuracy"] == right[y == 1].mean()
+    assert first["negative_accuracy"] == right[y == 0].mean()
+    assert first["ci95"] == pytest.approx(avc.wilson_interval(int(right.sum()), 40))
     avc.write_avc_report(first, tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["avc"]["accuracy"] == first["accuracy"]
     assert (tmp_path / "avc_accuracy.png").stat().st_size > 0
@@ -61,11 +66,15 @@ def test_cli_evaluate_avc(shards, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_main_job_model_beats_chance_clearly_on_held_out_pairs():
-    # The main job's run, 6 of its 9 epochs, measured 0.903 on its 1024 fixed held-out pairs
-    # (ceiling 0.942).
+def test_main_job_reaches_its_figure_on_held_out_pairs():
+    """The main job's full default run (tests/trained_tiny.py, shared with the other slow evaluation
+    tests) on its 1024 fixed held-out pairs: the README states 0.918 and a target of >= 0.90
+    (ceiling 0.942), so a regression of the main job fails CI here."""
     trained = trained_tiny()
-    result = avc.evaluate_avc(trained.model, trained.val_shards, trained.config, num_pairs=512)
+    result = avc.evaluate_avc(trained.model, trained.val_shards, trained.config, num_pairs=1024)
     print("held-out AVC", result)
-    assert result["accuracy"] >= 0.8 and result["ci95"][0] > 0.7, result
-    assert min(result["positive_accuracy"], result["negative_accuracy"]) > 0.6, result
+    assert trained.results["steps"] == 900
+    # The run's own held-out figure (what the recipe prints) and the balanced evaluation set.
+    assert trained.results["avc_accuracy"] >= 0.90, trained.results
+    assert result["accuracy"] >= 0.90, result
+    assert min(result["positive_accuracy"], result["negative_accuracy"]) > 0.8, result

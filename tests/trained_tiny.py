@@ -1,11 +1,10 @@
 """The trained model the slow evaluation tests share: the main job's own default run.
 
 `recipes/train_flickr.py` with no arguments (train.recipe.run_recipe: the cached synthetic
-collection of 10 kinds, the tiny preset, TINY_SYNTHETIC settings) is run once per test session into
-a temporary folder, so the evaluation tests also check what the README's main job produces; only
-shortened to 6 of its 9 epochs (the cosine schedule still decays to 0) to keep CI short. Set
-$L3_EVAL_CACHE to a folder to keep the clips, shards and run between sessions (a finished run is
-reloaded, not retrained).
+collection of 10 kinds, the tiny preset, its full TINY_SYNTHETIC schedule) is run once per test
+session into a temporary folder, so the evaluation tests check what the README's main job produces
+and test_evaluate_avc guards its held-out figure. Set $L3_EVAL_CACHE to a folder to keep the clips,
+shards and run between sessions (a finished run is reloaded, not retrained).
 
 Localisation needs held-out clips with a silent distractor object in another quadrant, so that
 "the sounding object" differs from "any object": those are made separately (same kinds, events
@@ -41,8 +40,7 @@ class Trained:
 def trained_tiny(root=None) -> Trained:
     root = root or os.environ.get("L3_EVAL_CACHE") or tempfile.mkdtemp(prefix="l3-eval-")
     run_dir = os.path.join(root, "run")
-    results = recipe.run_recipe(cache_dir=os.path.join(root, "cache"), model_dir=run_dir, export="",
-                                epochs=6)
+    results = recipe.run_recipe(cache_dir=os.path.join(root, "cache"), model_dir=run_dir, export="")
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     with open(os.path.join(run_dir, "config.json")) as f:
         val_shards = json.load(f)["inputs"]["val"]
