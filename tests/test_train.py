@@ -11,6 +11,7 @@ from l3_keras.config import TrainConfig, get_preset
 from l3_keras.errors import L3Error
 from l3_keras.data import shards as shards_lib
 from l3_keras.data import synthetic
+from l3_keras.data import pairs
 from l3_keras.train import checkpoint, data, rundir, strategy
 from tests.train_helpers import FAST, TINY, make_shards
 
@@ -104,21 +105,66 @@ def test_short_run_fills_the_run_directory_and_resumes_finished(tmp_path, shards
         train.train(run_dir, TINY.replace(name="other", fusion_units=32), FAST, inputs)
 
 
-def test_checkpoint_restores_optimizer_state(tmp_path):
-    def build():
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-        model.compile(train.make_optimizer(FAST, False), loss="mse")
-        return model
+def _dense_model(seed, optimizer=None):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                              keras.layers.Activation("linear", dtype="float32")])
+    model.compile(optimizer or train.make_optimizer(FAST, False), loss="mse")
+    return model
 
-    model = build()
+
+def test_checkpoint_restores_what_was_saved(tmp_path):
+    model = _dense_model(0)
     model.fit(np.ones((8, 3)), np.ones((8, 2)), batch_size=4, epochs=1, verbose=0)
     checkpoint.Checkpointer(tmp_path, model, model.optimizer).save(2)
-    fresh = build()
+    saved = [(v.path, v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert any("momentum" in path and np.abs(value).sum() > 0 for path, value in saved)
+    fresh = _dense_model(1)  # other initial weights, an unbuilt optimizer
     step = checkpoint.Checkpointer(tmp_path, fresh, fresh.optimizer).restore()
     assert step == 2
-    moments = [v for v in fresh.optimizer.variables if "momentum" in v.path]
-    assert moments and all(np.abs(v.numpy()).sum() > 0 for v in moments)
+    restored = [v.numpy() for v in [*fresh.weights, *fresh.optimizer.variables]]
+    assert len(restored) == len(saved)
+    for (path, value), got in zip(saved, restored):  # same order; names differ by a suffix
+        np.testing.assert_array_equal(got, value, err_msg=path)
+
+
+def test_fp16_checkpoints_count_steps_taken_not_applied_updates(tmp_path):
+    """Loss scaling skips every update here (an initial scale of 2**40 overflows float16
+    gradients), yet the checkpoint written after 6 steps says 6 and a restore resumes there."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2.0 ** 40)
+        model = _dense_model(0, opt)
+        saver = checkpoint.Checkpointer(tmp_path, model, model.optimizer)
+        model.fit(np.ones((48, 3)), np.ones((48, 2)), batch_size=8, epochs=1, verbose=0,
+                  callbacks=[checkpoint.CheckpointCallback(saver, every=4, start_step=0)])
+        assert int(model.optimizer.iterations.numpy()) == 0  # no update was applied
+        assert saver.step == 6
+        assert os.path.basename(saver.manager.latest_checkpoint) == "ckpt-6"
+        fresh = _dense_model(1, keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3)))
+        assert checkpoint.Checkpointer(tmp_path, fresh, fresh.optimizer).restore() == 6
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_resume_reseeds_the_pair_stream_with_seed_plus_step(tmp_path, shards, monkeypatch):
+    """A run stopped after its first epoch (3 steps) and run again for two: the resumed run draws
+    its pairs with seed + 3, not the seed the first run started with (which would replay them)."""
+    seeds = []
+    real = pairs.distributed_pair_dataset
+
+    def recording(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pairs, "distributed_pair_dataset", recording)
+    tc = FAST.replace(val_fraction=0.34, seed=5)
+    inputs, _ = train.find_inputs(shards, TINY, tc, None)
+    train.train(tmp_path / "run", TINY, tc.replace(epochs=1), inputs)
+    results = train.train(tmp_path / "run", TINY, tc, inputs)
+    assert results["steps"] == tc.total_steps == 6
+    assert seeds == [5, 5 + 3]
 
 
 @pytest.mark.parametrize("precision,compute", [("bf16", "bfloat16"), ("fp16", "float16")])
