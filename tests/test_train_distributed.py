@@ -4,6 +4,7 @@ logical devices and TF_CONFIG must be set before TensorFlow starts.
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from l3_keras.train import rundir
 from tests.train_helpers import REPO, make_shards, run_python, worker_env
 
 
@@ -55,13 +57,15 @@ def test_mirrored_two_cpu_replicas_stay_identical(tmp_path, shards):
 
 
 WORKER = textwrap.dedent("""
-    import json, sys
+    import json, logging, sys
+    logging.basicConfig(level=logging.INFO)
     import numpy as np, keras, tensorflow as tf
     from l3_keras import models, train
     from l3_keras.data import pairs
     from tests.train_helpers import FAST, TINY
     shards, run_dir, out = sys.argv[1:4]
-    tc = FAST.replace(strategy="multiworker", batch_per_replica=8, epochs=2, steps_per_epoch=4)
+    tc = FAST.replace(strategy="multiworker", batch_per_replica=8, epochs=2, steps_per_epoch=4,
+                      checkpoint_every=2)  # 8 steps
     inputs = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
     model, results = train.train(run_dir, TINY, tc, inputs)  # the strategy comes first
     np.savez(out, *[w for w in model.get_weights()])
@@ -73,6 +77,7 @@ WORKER = textwrap.dedent("""
     start = loss_of(models.build_l3(TINY))
     print("RESULT", json.dumps({"start": start, "end": loss_of(model), "steps": results["steps"]}))
 """)
+TOTAL_STEPS = 8
 
 
 def _free_ports(n):
@@ -85,17 +90,30 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.slow
-def test_multiworker_custom_loop_two_processes(tmp_path, shards):
+def _start_workers(shards, tmp_path):
+    """Two WORKER processes of one MultiWorkerMirroredStrategy cluster on fresh 127.0.0.1 ports."""
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
+    for i in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, shards, str(tmp_path / "run"), str(tmp_path / f"w{i}.npz")],
+            cwd=REPO, env=worker_env(TF_CONFIG=json.dumps(tf_config)), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _latest_step(run_dir):
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+@pytest.mark.slow
+def test_multiworker_custom_loop_two_processes(tmp_path, shards):
+    procs = _start_workers(shards, tmp_path)
     try:
-        for i in range(2):
-            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-            env = worker_env(TF_CONFIG=json.dumps(tf_config))
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", WORKER, shards, str(tmp_path / "run"), str(tmp_path / f"w{i}.npz")],
-                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         deadline = time.monotonic() + 400
         outs = [p.communicate(timeout=max(1, deadline - time.monotonic())) for p in procs]
     finally:
@@ -109,7 +127,51 @@ def test_multiworker_custom_loop_two_processes(tmp_path, shards):
     for key in w0.files:
         np.testing.assert_array_equal(w0[key], w1[key])
     for r in results:
-        assert r["steps"] == 8 and r["end"] < r["start"], r
+        assert r["steps"] == TOTAL_STEPS and r["end"] < r["start"], r
     run_dir = tmp_path / "run"
     assert (run_dir / "model.keras").exists() and (run_dir / "history.csv").exists()
+    assert not list(run_dir.glob(".worker-*"))
+
+
+@pytest.mark.slow
+def test_multiworker_custom_loop_killed_and_resumed(tmp_path, shards):
+    """Two workers train with the custom loop; both are SIGKILLed after the first checkpoint, then
+    the same commands continue from it to the same final step, with identical weights."""
+    run_dir = tmp_path / "run"
+    procs = _start_workers(shards, tmp_path)
+    try:
+        deadline = time.monotonic() + 400
+        while (_latest_step(run_dir) == 0 and all(p.poll() is None for p in procs)
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        alive = all(p.poll() is None for p in procs)
+        for p in procs:
+            p.kill()
+            p.communicate(timeout=30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    killed_at = _latest_step(run_dir)
+    assert alive and 0 < killed_at < TOTAL_STEPS, killed_at
+    procs = _start_workers(shards, tmp_path)
+    try:
+        deadline = time.monotonic() + 400
+        outs = [p.communicate(timeout=max(1, deadline - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-3000:]
+        assert f"resuming at step {killed_at}/{TOTAL_STEPS}" in stderr, stderr[-3000:]
+        steps = [int(n) for n in re.findall(rf"step (\d+)/{TOTAL_STEPS}  loss", stderr)]
+        assert steps == list(range(killed_at + 1, TOTAL_STEPS + 1)), steps  # log_every 1
+    results = [json.loads(stdout.split("RESULT", 1)[1]) for stdout, _ in outs]
+    w0, w1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key])
+    assert [r["steps"] for r in results] == [TOTAL_STEPS] * 2  # as an uninterrupted run
+    assert (run_dir / "model.keras").exists() and (run_dir / "history.csv").exists()
+    assert [int(r["epoch"]) for r in rundir.read_history(run_dir)] == [0, 1]
     assert not list(run_dir.glob(".worker-*"))

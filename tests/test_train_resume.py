@@ -43,12 +43,17 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
         while _latest_step(run_dir) == 0 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         killed_at = _latest_step(run_dir)
+        alive = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert alive, "the run ended before it could be killed"
     assert 0 < killed_at < STEPS_PER_EPOCH * EPOCHS, "no mid-run checkpoint before the kill"
+    # Mid-epoch: the checkpoint the run resumes from is not an epoch end (steps 8, 16), so the
+    # resumed fit must first finish the interrupted epoch.
+    assert killed_at % STEPS_PER_EPOCH != 0, killed_at
 
     # What the resumed run restores: the optimizer continues (iterations, non-zero Adam moments).
     keras.utils.set_random_seed(0)
@@ -57,6 +62,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     restored = checkpoint.Checkpointer(run_dir, model, optimizer).restore()
     assert restored == _latest_step(run_dir) >= killed_at
     assert int(optimizer.iterations.numpy()) == restored  # float32: every step is applied
+    assert restored % STEPS_PER_EPOCH != 0, restored  # resumes inside an epoch
     moments = [v for v in optimizer.variables if "momentum" in v.path]
     assert all(np.abs(v.numpy()).sum() > 0 for v in moments)
 
