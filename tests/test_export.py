@@ -1,20 +1,27 @@
 """`l3 export`: .keras files, the TF Serving SavedModel, its signatures, warm-up file and errors.
 
-The SavedModel is compared with the Keras model it came from (allclose 1e-5) on the same
-preprocessed inputs: the signatures' preprocessing is `l3_keras.preprocess`, run eagerly here.
+Two kinds of reference. `keras_reference` runs `l3_keras.preprocess` eagerly, so those tests show
+that the saved graph computes what the Keras model does (allclose 1e-5). The oracle tests
+(`test_*_match_pil`, `test_wav_bytes_*`) preprocess with independent code instead: PIL for image
+resizing and cropping, soundfile + soxr for WAV decoding, down-mixing and resampling.
 """
+import io
 import json
 import pathlib
 import re
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import scipy.signal
+import soundfile
+import soxr
 import tensorflow as tf
+from PIL import Image
 
-from l3_keras import export, models, preprocess, serving
+from l3_keras import embed, export, models, preprocess, serving
 from l3_keras.cli import main
 from l3_keras.config import get_preset
 from l3_keras.errors import L3Error
@@ -27,6 +34,7 @@ SAVED_MODEL_CLI = str(pathlib.Path(sys.executable).with_name("saved_model_cli"))
 def make_run_dir(path, cfg):
     """A training run folder as l3_keras.train writes it: config.json {"model": ...} + model.keras."""
     path.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)  # the oracle tolerances below were measured on these weights
     l3 = models.build_l3(cfg)
     l3.save(path / "model.keras")
     (path / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "train": {}}))
@@ -278,3 +286,121 @@ def test_paper_export_cli_run(tmp_path):
     got = cli_run(folder / "serving/1", "avc", inputs, tmp_path)
     expected = keras_reference(l3, cfg, "avc", inputs)
     np.testing.assert_allclose(got["probability"], expected["probability"], **TOL)
+
+
+# ----------------------------------------------------------------------------------------------
+# Independent oracles: PIL for images, soundfile + soxr for WAV bytes
+
+
+def pil_fit(image, size):
+    """float32 [h, w, 3] in [0, 1]: PIL bilinear resize (per channel, in float) to cover `size`,
+    then the central crop: the serving convention, computed without TensorFlow."""
+    h, w = image.shape[:2]
+    th, tw = size
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    channels = [np.asarray(Image.fromarray(image[..., c].astype(np.float32)).resize((nw, nh), Image.BILINEAR))
+                for c in range(3)]
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return np.stack(channels, -1)[top : top + th, left : left + tw] / 255.0
+
+
+def smooth_image(h, w, seed=0):
+    """uint8 [h, w, 3] with structure at several scales (noise upsampled), not flat."""
+    noise = np.random.default_rng(seed).integers(0, 256, (max(2, h // 4), max(2, w // 4), 3), np.uint8)
+    return np.asarray(Image.fromarray(noise).resize((w, h), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("shape", [(100, 150), (30, 50), (200, 90), (64, 64)])
+def test_fit_images_and_png_decoding_match_pil(shape):
+    image = smooth_image(*shape)
+    expected = pil_fit(image, (64, 64))
+    np.testing.assert_allclose(preprocess.fit_images(image[None], (64, 64))[0], expected, atol=1e-5)
+    png = tf.io.encode_png(image).numpy()
+    np.testing.assert_allclose(preprocess.decode_images(tf.constant([png]), (64, 64))[0], expected,
+                               atol=1e-5)
+
+
+def test_image_bytes_signatures_match_pil(tiny_export):
+    """PNG bytes through the SavedModel vs the Keras tower on a PIL-resized image; JPEG bytes
+    through the graph's preprocessing vs PIL resizing of the same decoded pixels (JPEG decoders
+    themselves differ: PIL's and TensorFlow's by up to 12 / 255 on this image)."""
+    l3, cfg, folder = tiny_export
+    sig = tf.saved_model.load(str(folder / "serving/1")).signatures["image_embedding_bytes"]
+    tower = models.image_embedding_model(l3, cfg)
+    image = smooth_image(90, 120, seed=3)
+    png = tf.io.encode_png(image).numpy()
+    got = sig(image_bytes=tf.constant([png]))["embedding"].numpy()
+    np.testing.assert_allclose(got, tower(pil_fit(image, cfg.image_size)[None]).numpy(), **TOL)
+    jpeg = tf.io.encode_jpeg(image, quality=95).numpy()
+    decoded = tf.io.decode_jpeg(jpeg).numpy()
+    ours = preprocess.decode_images(tf.constant([jpeg]), cfg.image_size)[0].numpy()
+    np.testing.assert_allclose(ours, pil_fit(decoded, cfg.image_size), atol=1e-5)
+
+
+def wav_bytes(seconds, sr, channels):
+    """16-bit WAV: a 440 Hz tone plus a rising 3 kHz sweep, the second channel at half level."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 3000 * t * (1 + 0.1 * t))
+    x = np.stack([x, 0.5 * x], axis=1)[:, :channels]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, x.astype(np.float32), sr, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def soxr_window(data, cfg):
+    """The first window of a WAV file as the signatures define it, by soundfile + soxr."""
+    x, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    x = x.mean(axis=1)[:sr]
+    x = np.pad(x, (0, sr - len(x)))
+    return soxr.resample(x, sr, cfg.sample_rate, quality="HQ").astype(np.float32)[: cfg.audio_samples]
+
+
+# (rate, channels, embedding tolerance relative to its largest value). FFT resampling (the graph)
+# and soxr agree to 1e-5 inside the window; they differ within ~25 ms of its ends (FFT resampling
+# treats the window as periodic), which moves the embedding by 0.3% (44.1, 22.05 kHz) and 2.4%
+# (8 kHz, upsampled) of its scale.
+WAV_CASES = [(44100, 2, 0.01), (22050, 2, 0.01), (8000, 1, 0.04)]
+
+
+@pytest.mark.parametrize("sr,channels,rel", WAV_CASES)
+def test_wav_bytes_signature_matches_soundfile_and_soxr(tiny_export, sr, channels, rel):
+    """In-graph decoding, down-mixing and resampling (`audio_embedding_bytes`) vs soundfile + soxr."""
+    l3, cfg, folder = tiny_export
+    data = wav_bytes(1.5, sr, channels)
+    reference = soxr_window(data, cfg)
+    window = preprocess.decode_wav_windows(tf.constant([data]), cfg.sample_rate, cfg.audio_samples)
+    edge = cfg.sample_rate // 40  # 25 ms
+    np.testing.assert_allclose(window[0, edge:-edge], reference[edge:-edge], atol=1e-3)
+    sig = tf.saved_model.load(str(folder / "serving/1")).signatures["audio_embedding_bytes"]
+    got = sig(audio_bytes=tf.constant([data]))["embedding"].numpy()
+    expected = models.audio_embedding_model(l3, cfg)(reference[None]).numpy()
+    assert np.abs(got - expected).max() <= rel * np.abs(expected).max()
+
+
+def test_audio_embedding_bytes_agrees_with_the_python_api_on_44k_stereo(tiny_export):
+    """README: a 44.1 kHz stereo WAV sent as bytes embeds like `embed.get_audio_embedding` of the
+    same file (first window, center=False)."""
+    l3, cfg, folder = tiny_export
+    data = wav_bytes(1.5, 44100, 2)
+    sig = tf.saved_model.load(str(folder / "serving/1")).signatures["audio_embedding_bytes"]
+    got = sig(audio_bytes=tf.constant([data]))["embedding"].numpy()[0]
+    audio, sr = soundfile.read(io.BytesIO(data), dtype="float32")
+    api, ts = embed.get_audio_embedding(audio, sr, embed.EmbeddingModels.from_l3(l3, cfg), center=False)
+    assert ts[0] == 0.5 and audio.shape[1] == 2
+    assert np.abs(got - api[0]).max() <= 0.01 * np.abs(api[0]).max()
+
+
+def test_exporting_again_adds_a_version_and_keeps_the_older(tiny_export, tmp_path):
+    """README: a second export under the same name is version 2; version 1 stays as it was."""
+    l3, cfg, folder = tiny_export
+    root = tmp_path / "saved_models"
+    first = export.export(folder.parent.parent / "run", "again", root=root)
+    v1 = (first / "serving/1/saved_model.pb").read_bytes()
+    second = export.export(folder.parent.parent / "run", "again", root=root)
+    assert second == first
+    assert sorted(p.name for p in (first / "serving").iterdir()) == ["1", "2"]
+    assert (first / "serving/1/saved_model.pb").read_bytes() == v1
+    assert json.loads((first / "export.json").read_text())["version"] == 2
+    loaded = tf.saved_model.load(str(first / "serving/2"))
+    assert set(loaded.signatures) == set(tf.saved_model.load(str(first / "serving/1")).signatures)
