@@ -245,3 +245,52 @@ def test_real_media_direct_mode(real_media):
         options=PairOptions(block_size=16, pairs_per_video=4))
     for inputs, label in _take(ds, 6):
         assert inputs["image"].shape == (8, 64, 64, 3) and np.isfinite(inputs["audio"]).all()
+
+
+def _marker_frame(h=73, w=96):
+    """A JPEG frame: a mid-tone coloured background (luma L, R - G known) with a white 4x4 block
+    at rows 35-38, columns 44-47 and a black one 8 columns to its right, inside every 64 crop."""
+    frame = np.zeros((h, w, 3), np.uint8) + np.array([160, 96, 128], np.uint8)
+    frame[35:39, 44:48] = 255
+    frame[35:39, 52:56] = 0
+    return tf.io.encode_jpeg(frame, quality=100, chroma_downsampling=False)
+
+
+def test_training_augmentation_follows_its_distributions():
+    """Per element: crop offset uniform over every position, flip with probability 1/2,
+    brightness delta uniform in +-BRIGHTNESS_DELTA, saturation uniform in SATURATION_RANGE, gain
+    uniform in +-GAIN_DB, each recovered from the output and tested (KS / chi-square, p > 1e-3;
+    the keys are fixed, so the outcome is deterministic)."""
+    from scipy import stats
+
+    jpeg, crop, n = _marker_frame(), DATA.crop_size, 600
+    background = np.array([160, 96, 128]) / 255.0
+    luma = np.array([0.299, 0.587, 0.114])
+    rows, cols, flips, deltas, factors, gains = [], [], [], [], [], []
+    tone = np.round(0.25 * 32767 * np.sin(np.arange(16000) / 5.0)).astype(np.int16)
+    for i in range(n):
+        key = tf.constant([i, 17], tf.int64)
+        image = pairs._decode_image(jpeg, key, crop, training=True).numpy()
+        level = image.mean(axis=2)
+        white = np.argwhere(level > 0.85).mean(axis=0)
+        black = np.argwhere(level < 0.15).mean(axis=0)
+        flipped = black[1] < white[1]
+        col = (crop - 1 - white[1]) if flipped else white[1]  # unflipped column of the block
+        rows.append(int(round(36.5 - white[0])))
+        cols.append(int(round(45.5 - col)))
+        flips.append(flipped)
+        pixels = image[:8, :8].reshape(-1, 3).mean(axis=0)  # background corner
+        deltas.append(pixels @ luma - background @ luma)  # saturation keeps luma
+        factors.append((pixels[0] - pixels[1]) / (background[0] - background[1]))
+        audio = pairs._to_float_audio(tf.constant(tone), key, training=True).numpy()
+        gains.append(20 * np.log10(np.abs(audio).max() / 0.25))
+    assert stats.chisquare(np.bincount(rows, minlength=73 - crop + 1)).pvalue > 1e-3
+    assert stats.chisquare(np.bincount(cols, minlength=96 - crop + 1)).pvalue > 1e-3
+    assert min(rows) == 0 and max(rows) == 73 - crop and min(cols) == 0 and max(cols) == 96 - crop
+    assert stats.binomtest(int(np.sum(flips)), n, 0.5).pvalue > 1e-3
+    d = pairs.BRIGHTNESS_DELTA
+    assert stats.kstest(deltas, stats.uniform(-d, 2 * d).cdf).pvalue > 1e-3
+    lo, hi = pairs.SATURATION_RANGE
+    assert stats.kstest(factors, stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+    g = pairs.GAIN_DB
+    assert stats.kstest(gains, stats.uniform(-g, 2 * g).cdf).pvalue > 1e-3
