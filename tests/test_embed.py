@@ -161,6 +161,42 @@ def test_process_video_file_one_time_axis(tiny, real_media):
     assert abs(out["audio_timestamps"][-1] - out["image_timestamps"][-1]) < 0.15
 
 
+def test_process_video_file_on_a_synthetic_clip(tiny, tmp_path):
+    """`process_video_file` without ../shared: a 2 s mp4 (44.1 kHz stereo AAC, 10 fps) with a tone
+    burst and a white frame at 1.2 s; both embeddings on one time axis."""
+    from tests.clips import write_clip
+
+    path = write_clip(tmp_path / "clip.mp4", seconds=2.0, fps=10, size=(48, 64), flash_at=1.2,
+                      audio=((44100, 2),))
+    out = embed.process_video_file(path, tiny, hop_size=0.1)
+    assert out["audio_embedding"].shape == (len(out["audio_timestamps"]), 128)
+    np.testing.assert_allclose(out["audio_timestamps"], np.arange(21) * 0.1, atol=1e-6)
+    assert out["image_embedding"].shape == (len(out["image_timestamps"]), 128)
+    np.testing.assert_allclose(out["image_timestamps"], np.arange(20) * 0.1, atol=0.011)
+    assert np.isfinite(out["audio_embedding"]).all() and np.isfinite(out["image_embedding"]).all()
+    # The white frame (1.2 s) embeds differently from the black ones around it.
+    images = out["image_embedding"]
+    assert not np.allclose(images[12], images[11], atol=1e-6)
+    np.testing.assert_allclose(images[10], images[11], atol=1e-5)
+
+
+def test_cli_embed_video_on_a_synthetic_clip(export_dir, tmp_path):
+    from tests.clips import write_clip
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    write_clip(src / "clip.mp4", seconds=1.5, fps=10, size=(48, 64), flash_at=0.5, audio=((16000, 1),))
+    (src / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    code = main(["embed", "video", str(src), "-o", str(out), "--model", str(export_dir), "--no-progress"])
+    assert code == 0
+    with np.load(out / "clip.npz") as f:
+        assert f["audio_embedding"].shape == (len(f["audio_timestamps"]), 128) == (16, 128)
+        assert f["image_embedding"].shape == (len(f["image_timestamps"]), 128)
+        assert f["image_timestamps"][0] == 0.0 and len(f["image_timestamps"]) >= 10
+    assert not (out / "broken.npz").exists() and not list(out.rglob("*.tmp"))
+
+
 def test_load_embedding_models_reads_an_export(export_dir, tiny, tmp_path):
     loaded = embed.load_embedding_models(export_dir)
     x = tone(1.3, 16000)

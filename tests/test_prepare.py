@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from l3_keras import cli
 from l3_keras.config import DataConfig
-from l3_keras.data import records
+from l3_keras.data import records, video
 from l3_keras.data.prepare import decode_all, list_jobs, merge_manifests, prepare
 from l3_keras.data.video import iter_video_paths
 from l3_keras.errors import L3Error
@@ -113,6 +113,35 @@ def test_real_av_clips_prepare_in_parallel(real_media, tmp_path):
     names = [f"part-000-{k:05d}.tfrecord" for k in range(shards)]
     assert [s["file"] for s in manifest["shards"]] == names
     check_records(tmp_path, manifest, cfg)
+
+
+def test_synthetic_bad_files_are_skipped_with_their_reasons(tmp_path):
+    """The fixture table's cases made here, so a clone without ../shared/data runs them too."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_clip(src / "good.mp4", seconds=2.0, fps=10, size=(32, 48), audio=((44100, 2),))
+    write_clip(src / "two_streams.mkv", seconds=2.5, fps=10, size=(32, 48),
+               audio=((8000, 1), (22050, 2)), default_audio=1)
+    (src / "empty.mp4").write_bytes(b"")
+    (src / "text.mp4").write_text("not a video at all\n")
+    write_clip(src / "mute.mp4", seconds=2.0, fps=10, size=(32, 48), audio=())
+    write_clip(src / "sound.mkv", seconds=2.0, video=False)
+    write_clip(src / "short.mp4", seconds=0.6, fps=10, size=(32, 48), flash_at=None)
+    whole = open(write_clip(tmp_path / "whole.mkv", seconds=6.0, flash_at=None), "rb").read()
+    (src / "cut.mkv").write_bytes(whole[: len(whole) // 2])
+    manifest = prepare(src, tmp_path / "out", CFG, videos_per_shard=4, progress=False)
+    assert outcomes(manifest) == {
+        "good.mp4": ("kept", pytest.approx(2.0, abs=0.03)),
+        "two_streams.mkv": ("kept", pytest.approx(2.5, abs=0.03)),
+        "empty.mp4": ("skipped", video.EMPTY),
+        "text.mp4": ("skipped", video.UNREADABLE),
+        "mute.mp4": ("skipped", video.NO_AUDIO),
+        "sound.mkv": ("skipped", video.NO_VIDEO),
+        "short.mp4": ("skipped", video.TOO_SHORT),
+        "cut.mkv": ("skipped", video.TRUNCATED),
+    }
+    assert manifest["totals"]["kept"] == 2 and manifest["totals"]["skipped"] == 6
+    check_records(tmp_path / "out", manifest, CFG)
 
 
 @pytest.fixture(scope="module")
