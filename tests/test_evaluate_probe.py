@@ -231,26 +231,29 @@ def _probe_trained_vs_random(items, out_dir, **kwargs):
 
 @pytest.mark.slow
 def test_dcase_5_fold_probe_is_far_above_chance(real_media, tmp_path):
-    # The gap to random weights is printed, not asserted: it depends on the synthetic data the main
-    # job's model learns from. Measured (tiny, 20 ms hop): +0.03 (0.873 and 0.877 vs 0.845) after
-    # training on events of 2-4 s with silent gaps up to 0.5 s; -0.005 (0.841 vs 0.845) on the
-    # main job's current 3-6 s events with gaps up to 0.25 s, chosen for a higher AVC ceiling.
+    # Both probes must be far above chance (1/11), and they must be two different models. The gap
+    # to random weights is printed, not asserted: it depends on the synthetic data the main job's
+    # model learns from (full main job: 0.832 trained vs 0.850 random; after training on 2-4 s
+    # events with silent gaps: 0.873 and 0.877 vs 0.845). What the gap measures is checked where
+    # the answer is known: test_cli_probe_fsdd_pattern_knows_the_answer.
     items = lp.list_labelled(_dcase(real_media), "pattern", lp.DCASE_PATTERN)
     result = _probe_trained_vs_random(items, tmp_path, k=5)
     assert result["folds"] == 5
     classes = len({item.label for item in items})
-    assert classes == 11 and result["trained"]["mean"] > 5 / classes, result  # chance: 1 / 11
+    assert classes == 11
+    assert result["trained"]["mean"] >= 0.6 and result["random"]["mean"] >= 0.6, result
+    assert result["trained"]["predictions"] != result["random"]["predictions"]
 
 
 @pytest.mark.slow
-def test_fsdd_subset_runs_end_to_end(real_media, tmp_path):
-    # Spoken digits run end to end, but the gap is NOT asserted: the main job's model learned from
-    # synthetic tones, noise bands and AM sounds, and on 8 kHz speech its conv4 features have come
-    # out both above and below random weights (+0.045 on an earlier constant-lr model, -0.09 on
-    # a 6-epoch cosine model).
+def test_fsdd_subset_probe_is_far_above_chance(real_media, tmp_path):
+    # Spoken digits (20 per digit, chance 0.1). Full main job: 0.630 trained vs 0.655 random
+    # (+-0.11 over folds); the gap is not asserted (the model learned from synthetic sounds, not
+    # speech), only that both probes are far above chance and differ.
     items = lp.list_labelled(real_media / "audio-labeled" / "fsdd", "pattern", lp.FSDD_PATTERN)
     items = lp.subset(items, 20, seed=0)
     result = _probe_trained_vs_random(items, tmp_path, k=5)
     assert result["folds"] == 5 and len(result["trained"]["fold_accuracy"]) == 5, result
-    assert 0.1 < result["trained"]["mean"] <= 1.0 and 0.1 < result["random"]["mean"] <= 1.0, result
+    assert result["trained"]["mean"] >= 0.4 and result["random"]["mean"] >= 0.4, result
+    assert result["trained"]["predictions"] != result["random"]["predictions"]
     assert (tmp_path / "report.json").exists()
