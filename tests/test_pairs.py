@@ -263,14 +263,15 @@ def test_training_augmentation_follows_its_distributions():
     the keys are fixed, so the outcome is deterministic)."""
     from scipy import stats
 
-    jpeg, crop, n = _marker_frame(), DATA.crop_size, 600
+    jpeg, n = _marker_frame(), 600
+    crop = TINY.image_size[0]  # square: 64
     background = np.array([160, 96, 128]) / 255.0
     luma = np.array([0.299, 0.587, 0.114])
     rows, cols, flips, deltas, factors, gains = [], [], [], [], [], []
     tone = np.round(0.25 * 32767 * np.sin(np.arange(16000) / 5.0)).astype(np.int16)
     for i in range(n):
         key = tf.constant([i, 17], tf.int64)
-        image = pairs._decode_image(jpeg, key, crop, training=True).numpy()
+        image = pairs._decode_image(jpeg, key, TINY.image_size, training=True).numpy()
         level = image.mean(axis=2)
         white = np.argwhere(level > 0.85).mean(axis=0)
         black = np.argwhere(level < 0.15).mean(axis=0)

@@ -160,9 +160,9 @@ def test_resume_reseeds_the_pair_stream_with_seed_plus_step(tmp_path, shards, mo
 
     monkeypatch.setattr(pairs, "distributed_pair_dataset", recording)
     tc = FAST.replace(val_fraction=0.34, seed=5)
-    inputs, _ = train.find_inputs(shards, TINY, tc, None)
+    inputs = train.find_inputs(shards, TINY, tc, None)
     train.train(tmp_path / "run", TINY, tc.replace(epochs=1), inputs)
-    results = train.train(tmp_path / "run", TINY, tc, inputs)
+    _, results = train.train(tmp_path / "run", TINY, tc, inputs)
     assert results["steps"] == tc.total_steps == 6
     assert seeds == [5, 5 + 3]
 
