@@ -271,7 +271,7 @@ def test_training_augmentation_follows_its_distributions():
     tone = np.round(0.25 * 32767 * np.sin(np.arange(16000) / 5.0)).astype(np.int16)
     for i in range(n):
         key = tf.constant([i, 17], tf.int64)
-        image = pairs._decode_image(jpeg, key, TINY.image_size, training=True).numpy()
+        image = pairs.decode_image(jpeg, key, TINY.image_size, training=True).numpy()
         level = image.mean(axis=2)
         white = np.argwhere(level > 0.85).mean(axis=0)
         black = np.argwhere(level < 0.15).mean(axis=0)
@@ -283,7 +283,7 @@ def test_training_augmentation_follows_its_distributions():
         pixels = image[:8, :8].reshape(-1, 3).mean(axis=0)  # background corner
         deltas.append(pixels @ luma - background @ luma)  # saturation keeps luma
         factors.append((pixels[0] - pixels[1]) / (background[0] - background[1]))
-        audio = pairs._to_float_audio(tf.constant(tone), key, training=True).numpy()
+        audio = pairs.to_float_audio(tf.constant(tone), key, training=True).numpy()
         gains.append(20 * np.log10(np.abs(audio).max() / 0.25))
     assert stats.chisquare(np.bincount(rows, minlength=73 - crop + 1)).pvalue > 1e-3
     assert stats.chisquare(np.bincount(cols, minlength=96 - crop + 1)).pvalue > 1e-3

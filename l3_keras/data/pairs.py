@@ -184,7 +184,7 @@ def pair_block(block: dict, key: tf.Tensor) -> dict:
 # Per-element decoding and augmentation
 
 
-def _decode_image(jpeg, key, crop, training: bool):
+def decode_image(jpeg, key, crop, training: bool):
     """float32 [height, width, 3] in [0, 1]: a random (training) or centre crop, decoded alone.
 
     Args:
@@ -226,7 +226,7 @@ def _colour_jitter(image, k_bright, k_sat):
     return tf.reshape(tf.clip_by_value(pixels, 0.0, 1.0), tf.shape(image))
 
 
-def _to_float_audio(pcm16, key, training: bool):
+def to_float_audio(pcm16, key, training: bool):
     """float32 [window] in [-1, 1]; training applies a random gain of +-GAIN_DB.
 
     The gained waveform is clipped to [-1, 1], as a real recorder would saturate, so inputs stay
@@ -279,8 +279,8 @@ def _pairs_from_records(
     def finish(i, e):
         k_image, k_audio = tf.unstack(tf.random.experimental.stateless_split(
             _key(seed, _AUGMENT, i), 2))
-        inputs = {"image": _decode_image(e["frame"], k_image, crop, training),
-                  "audio": _to_float_audio(e["audio"], k_audio, training)}
+        inputs = {"image": decode_image(e["frame"], k_image, crop, training),
+                  "audio": to_float_audio(e["audio"], k_audio, training)}
         if not with_metadata:
             return inputs, e["label"]
         meta = {"video_id": e["video_id"], "audio_video_id": e["audio_video_id"],
