@@ -391,6 +391,7 @@ def test_audio_embedding_bytes_agrees_with_the_python_api_on_44k_stereo(tiny_exp
     assert np.abs(got - api[0]).max() <= 0.01 * np.abs(api[0]).max()
 
 
+@pytest.mark.slow  # two training runs / two exports
 def test_exporting_again_adds_a_version_and_keeps_the_older(tiny_export, tmp_path):
     """README: a second export under the same name is version 2; version 1 stays as it was."""
     l3, cfg, folder = tiny_export

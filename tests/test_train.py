@@ -148,6 +148,7 @@ def test_fp16_checkpoints_count_steps_taken_not_applied_updates(tmp_path):
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow  # two training runs / two exports
 def test_resume_reseeds_the_pair_stream_with_seed_plus_step(tmp_path, shards, monkeypatch):
     """A run stopped after its first epoch (3 steps) and run again for two: the resumed run draws
     its pairs with seed + 3, not the seed the first run started with (which would replay them)."""
