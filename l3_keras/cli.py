@@ -218,11 +218,14 @@ def _export(sub):
     p.add_argument("--preset", help="model preset, for a .keras file without config.json")
     p.add_argument("--root", default="saved_models", help="folder of exports (saved_models)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--hop-size", type=float, default=0.1,
+                   help="seconds between windows of the whole-file signatures (0.1)")
 
     def handler(args):
         from l3_keras.export import export
 
-        path = export(args.source, args.name, args.version, args.preset, args.root, args.overwrite)
+        path = export(args.source, args.name, args.version, args.preset, args.root, args.overwrite,
+                      args.hop_size)
         print(path)
         return 0
 
@@ -261,6 +264,10 @@ def _embed(sub):
     p.add_argument("--model", required=True, help="export folder (saved_models/NAME)")
     p.add_argument("--hop-size", type=float, default=0.1, help="seconds between windows (0.1)")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass (32)")
+    p.add_argument("--mode", choices=["exact", "shared"], default="exact",
+                   help="audio: each window through the tower (exact), or the tower once over "
+                        "the file, windows pooled from the shared map (shared: faster, a "
+                        "different embedding; see l3_keras/embed_stream.py)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_runner_arguments(p)
 
@@ -276,7 +283,7 @@ def _embed(sub):
 
         done = embed_files(
             args.media_type, args.inputs, args.out, args.model, args.hop_size, args.batch_size,
-            progress=not args.no_progress,
+            progress=not args.no_progress, mode=args.mode,
         )
         return 0 if done else 1
 

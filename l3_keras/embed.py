@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import soxr
 
-from l3_keras import models
+from l3_keras import embed_stream, models
 from l3_keras.config import PRESETS, ModelConfig, get_preset
 from l3_keras.errors import L3Error
 
@@ -159,26 +159,13 @@ def prepare_audio(audio, sr: int, cfg: ModelConfig) -> np.ndarray:
 def frame_audio(audio, cfg: ModelConfig, hop_size: float, center: bool):
     """Mono audio at the model's rate -> 1 s windows (a strided view) and their centre times.
 
+    The framing of `embed_stream.WindowStream`, given the whole signal at once.
+
     Returns:
         (windows float32 [T, S] view, timestamps float64 [T] in seconds).
     """
-    win = cfg.audio_samples
-    openl3 = cfg.framing == "openl3"
-    hop = int(hop_size * cfg.sample_rate) if openl3 else int(round(hop_size * cfg.sample_rate))
-    if hop < 1:
-        raise L3Error(f"hop_size {hop_size} s is below one sample at {cfg.sample_rate} Hz.")
-    left = win // 2 if center else 0
-    if openl3:  # up to the first window that reaches the last sample
-        total = win + max(0, -(-(len(audio) + left - win) // hop)) * hop
-    else:
-        total = max(len(audio) + (win if center else 0), win)
-    padded = np.zeros(total, np.float32)
-    padded[left : left + len(audio)] = audio
-    windows = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop]
-    if openl3:
-        return windows, np.arange(len(windows)) * hop_size
-    timestamps = (np.arange(len(windows)) * hop + win / 2 - left) / cfg.sample_rate
-    return windows, timestamps
+    block, timestamps = embed_stream.frame(audio, cfg, hop_size, center)
+    return block.windows(), timestamps
 
 
 def run_batched(model, arrays, batch_size: int, transfer_features: bool) -> list:
@@ -200,26 +187,31 @@ def run_batched(model, arrays, batch_size: int, transfer_features: bool) -> list
     return np.split(np.concatenate(out), np.cumsum(counts)[:-1])
 
 
-def get_audio_embedding(audio, sr, model="paper", hop_size=0.1, center=True, batch_size=32,
-                        transfer_features=False):
+def get_audio_embedding(audio, sr=None, model="paper", hop_size=0.1, center=True, batch_size=32,
+                        transfer_features=False, mode="exact"):
     """Embeds 1 s windows every `hop_size` seconds (see the module docstring for timestamps).
 
     Args:
-        audio: [samples] or [samples, channels] at `sr`, or a list of such clips (batched together).
-        sr: sample rate in Hz, or a list of rates for a list of clips. Resampled with soxr to the
-            model's rate (48 kHz for the paper model) and down-mixed to mono.
+        audio: [samples] or [samples, channels] at `sr`; a path to an audio or video file
+            (decoded and embedded in chunks: memory does not grow with its length); or a list of
+            such clips or paths (windows of arrays are batched together).
+        sr: sample rate in Hz, or a list of rates for a list of clips (None for paths). Resampled
+            with soxr to the model's rate (48 kHz for the paper model) and down-mixed to mono.
         model: an export folder, EmbeddingModels, or a preset name (random weights, warns).
         hop_size: seconds between window starts (paper Sec. 4.2 uses 1 s windows).
         center: pad half a window at both ends so the first window is centred on t = 0.
         batch_size: windows per forward pass.
         transfer_features: return the conv4 features max-pooled to 4x3 (6144-D for the paper
             model, paper Sec. 4.2) instead of the D-dim embedding.
+        mode: "exact" (each window through the tower) or "shared" (the tower once over the
+            whole signal, each window pooled from the shared map: faster, NOT the same embedding
+            for models trained on padded windows; see `embed_stream`).
 
     Returns:
         (embedding float32 [T, D], timestamps float64 [T] in seconds), or two lists for a list input.
 
     Raises:
-        L3Error: empty audio, bad shapes or rates.
+        L3Error: empty audio, bad shapes or rates, an undecodable file.
     """
     models_ = resolve_models(model, transfer_features)
     cfg = models_.config
@@ -227,12 +219,26 @@ def get_audio_embedding(audio, sr, model="paper", hop_size=0.1, center=True, bat
     rates = sr if isinstance(sr, (list, tuple)) else [sr] * len(clips)
     if len(rates) != len(clips):
         raise L3Error(f"Got {len(clips)} clips but {len(rates)} sample rates.")
-    framed = [frame_audio(prepare_audio(a, r, cfg), cfg, hop_size, center) for a, r in zip(clips, rates)]
-    embeddings = run_batched(models_.audio, [w for w, _ in framed], batch_size, transfer_features)
-    timestamps = [t for _, t in framed]
+    results = [None] * len(clips)
+    arrays = []
+    for i, (clip, rate) in enumerate(zip(clips, rates)):
+        if isinstance(clip, (str, os.PathLike)):
+            results[i] = embed_stream.embed_audio_file(clip, models_, hop_size, center, batch_size, mode)
+        elif rate is None:
+            raise L3Error("sr is required for audio arrays (the rate they were recorded at).")
+        elif mode == "shared":
+            embedder = embed_stream.StreamEmbedder(models_, hop_size, center, batch_size, mode)
+            embedder.push(prepare_audio(clip, rate, cfg))
+            results[i] = embedder.finish()
+        else:
+            arrays.append((i, frame_audio(prepare_audio(clip, rate, cfg), cfg, hop_size, center)))
+    if arrays:
+        embedded = run_batched(models_.audio, [w for _, (w, _) in arrays], batch_size, transfer_features)
+        for (i, (_, timestamps)), emb in zip(arrays, embedded):
+            results[i] = (emb, timestamps)
     if isinstance(audio, list):
-        return embeddings, timestamps
-    return embeddings[0], timestamps[0]
+        return [e for e, _ in results], [t for _, t in results]
+    return results[0]
 
 
 def to_rgb(image) -> np.ndarray:
@@ -290,11 +296,14 @@ def get_image_embedding(images, model="paper", batch_size=32, transfer_features=
 
 
 def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_size=32,
-                       frame_hop_size: Optional[float] = None):
-    """Audio and frame embeddings of one video on one time axis.
+                       frame_hop_size: Optional[float] = None, mode="exact"):
+    """Audio and frame embeddings of one video on one time axis, decoded in chunks.
 
-    Decoding is `l3_keras.data.video.decode_streams` (PyAV): default audio and video streams,
-    t = 0 at the first audio sample, audio resampled to the model's rate.
+    Decoding is `l3_keras.data.video.stream_streams` (PyAV): default audio and video streams,
+    t = 0 at the first audio sample, audio resampled to the model's rate with soxr as it is
+    decoded, and padded at the end to the video's end (at most 0.5 s, as `decode_streams`).
+    Frames are embedded in batches as they are decoded, so memory does not grow with the
+    video's length (only the embeddings do).
 
     Args:
         path: video file.
@@ -303,6 +312,7 @@ def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_siz
         center: see get_audio_embedding.
         batch_size: windows / frames per forward pass.
         frame_hop_size: seconds between frames; default `hop_size`.
+        mode: audio mode, see get_audio_embedding.
 
     Returns:
         dict with audio_embedding [T, D], audio_timestamps [T] (window centres), image_embedding
@@ -311,21 +321,40 @@ def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_siz
     Raises:
         L3Error (VideoError): the video cannot be decoded; `.reason` says why.
     """
-    from l3_keras.data.video import decode_streams
+    from l3_keras.data.video import NO_FRAMES, VideoError, stream_streams, tail_pad_seconds
+    from l3_keras.preprocess import decode_images
 
     models_ = _with_image(resolve_models(model))
     cfg = models_.config
-    decoded = decode_streams(path, video_data_config(cfg, hop_size, frame_hop_size))
-    x = video_inputs(decoded, cfg, hop_size, center)
-    audio_embedding, image_embedding = (
-        run_batched(tower, [rows], batch_size, False)[0]
-        for tower, rows in ((models_.audio, x["audio"]), (models_.image, x["image"]))
-    )
+    audio = embed_stream.StreamEmbedder(models_, hop_size, center, batch_size, mode)
+    chunks = embed_stream.ChunkedAudio(cfg.sample_rate, audio.push)
+    jpegs, times, image_embedding = [], [], []
+
+    def embed_frames():
+        frames = decode_images(np.array(jpegs, dtype=object), cfg.image_size).numpy()
+        image_embedding.extend(run_batched(models_.image, [frames], batch_size, False))
+        jpegs.clear()
+
+    def on_frame(jpeg, t):
+        jpegs.append(jpeg)
+        times.append(t)
+        if len(jpegs) == batch_size:
+            embed_frames()
+
+    info = stream_streams(path, chunks, on_frame, video_data_config(cfg, hop_size, frame_hop_size))
+    if jpegs:
+        embed_frames()
+    chunks.finish(tail_pad_seconds(info["samples"] / info["rate"], info["video_end"]))
+    audio_embedding, audio_timestamps = audio.finish()
+    times = np.asarray(times, np.float64)
+    keep = times < chunks.samples / cfg.sample_rate  # frames after the audio's end have no sound
+    if not keep.any():
+        raise VideoError(str(path), NO_FRAMES)
     return {
         "audio_embedding": audio_embedding,
-        "audio_timestamps": x["audio_timestamps"],
-        "image_embedding": image_embedding,
-        "image_timestamps": x["image_timestamps"],
+        "audio_timestamps": audio_timestamps,
+        "image_embedding": np.concatenate(image_embedding)[keep],
+        "image_timestamps": times[keep],
     }
 
 

@@ -83,7 +83,8 @@ def read_config(folder) -> ModelConfig:
     return ModelConfig.from_dict(data.get("model", data))
 
 
-def export(source, name, version=None, preset=None, root="saved_models", overwrite=False):
+def export(source, name, version=None, preset=None, root="saved_models", overwrite=False,
+           hop_size=0.1):
     """Exports an AVC model to `root/name` (layout in the module docstring).
 
     Args:
@@ -94,6 +95,7 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
         preset: preset name for a `.keras` source without config.json.
         root: folder that holds the exports.
         overwrite: replace an existing `serving/version`.
+        hop_size: seconds between windows of the whole-file signatures (`serving`).
 
     Returns:
         pathlib.Path of the export folder.
@@ -104,11 +106,11 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
     _target(name, root, version, overwrite)  # fail before the slow load
     l3, cfg = load_source(source, preset)
     return write_export(l3, cfg, name, source=str(source), root=root, version=version,
-                        overwrite=overwrite)
+                        overwrite=overwrite, hop_size=hop_size)
 
 
 def write_export(l3, cfg, name, source, info=None, root="saved_models", version=None,
-                 overwrite=False, parts=serving.PARTS):
+                 overwrite=False, parts=serving.PARTS, hop_size=0.1):
     """Writes the export of an AVC model already in memory (`export` and `l3 import-openl3`).
 
     Args:
@@ -118,6 +120,7 @@ def write_export(l3, cfg, name, source, info=None, root="saved_models", version=
         info: more keys for export.json (e.g. the OpenL3 weight files and their SHA-256).
         parts: the parts with trained weights ("audio", "image", "avc"): only their signatures
             are served, and image_embedding.keras is written only with "image".
+        hop_size: seconds between windows of the whole-file signatures (in export.json).
 
     Returns:
         pathlib.Path of the export folder.
@@ -127,10 +130,11 @@ def write_export(l3, cfg, name, source, info=None, root="saved_models", version=
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a serving container may run as another user
     try:
-        sigs = _write(tmp, l3, cfg, name, version, parts)
+        sigs = _write(tmp, l3, cfg, name, version, parts, hop_size)
         for v in old_versions - {version}:
             shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
-        files.write_json(tmp / "export.json", {**_info(source, version, sigs), **(info or {})})
+        info = {**_info(source, version, sigs), "file_signatures_hop_size": hop_size, **(info or {})}
+        files.write_json(tmp / "export.json", info)
         _swap(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -151,14 +155,14 @@ def _target(name, root, version, overwrite):
     return target, old_versions, version
 
 
-def _write(folder, l3, cfg, name, version, parts) -> dict:
+def _write(folder, l3, cfg, name, version, parts, hop_size) -> dict:
     (folder / CONFIG).write_text(cfg.to_json())
     l3.save(folder / EXPORT_MODEL)
     models.audio_embedding_model(l3, cfg).save(folder / "audio_embedding.keras")
     if "image" in parts:
         models.image_embedding_model(l3, cfg).save(folder / "image_embedding.keras")
     version_dir = folder / "serving" / str(version)
-    sigs = serving.save(l3, cfg, version_dir, parts)
+    sigs = serving.save(l3, cfg, version_dir, parts, hop_size)
     warmup = {k: v for k, v in serving.warmup_inputs(cfg).items() if k in sigs}
     write_warmup(version_dir / WARMUP, name, warmup)
     (folder / "models.config").write_text(models_config(name))

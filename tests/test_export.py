@@ -21,7 +21,7 @@ import soxr
 import tensorflow as tf
 from PIL import Image
 
-from l3_keras import embed, export, models, preprocess, serving
+from l3_keras import embed, embed_stream, export, models, preprocess, serving
 from l3_keras.cli import main
 from l3_keras.config import get_preset
 from l3_keras.errors import L3Error
@@ -52,9 +52,20 @@ def tiny_export(tmp_path_factory):
     return l3, cfg, root / "saved_models" / "tiny"
 
 
+def python_api_reference(l3, cfg, waveform, hop_size=0.1):
+    """The whole-file signatures' outputs computed by `embed.get_audio_embedding`."""
+    towers = embed.EmbeddingModels.from_l3(l3, cfg)
+    emb, ts = embed.get_audio_embedding(np.asarray(waveform), cfg.sample_rate, towers, hop_size)
+    return {"embeddings": emb, "timestamps": ts}
+
+
 def keras_reference(l3, cfg, signature, inputs):
     """What the Keras model gives for a signature's inputs: {output name: array}."""
     size, rate, samples = cfg.image_size, cfg.sample_rate, cfg.audio_samples
+    if signature == "audio_embedding_file":
+        return python_api_reference(l3, cfg, inputs["waveform"])
+    if signature == "audio_embedding_file_bytes":
+        return python_api_reference(l3, cfg, preprocess.decode_wav_file(inputs["audio_bytes"], rate))
     if "image" in inputs:
         image = preprocess.fit_images(inputs["image"], size)
     if "image_bytes" in inputs:
@@ -76,8 +87,12 @@ def real_inputs(cfg, fixtures):
     image = tf.io.decode_jpeg(jpeg).numpy()[None]
     audio = preprocess.decode_wav_windows(np.array([wav], object), cfg.sample_rate, cfg.audio_samples)
     audio = audio.numpy()
+    waveform = preprocess.decode_wav_file(wav, cfg.sample_rate).numpy()
+    wav_file = np.array(wav, object)
     jpeg, wav = np.array([jpeg], object), np.array([wav], object)
     return {
+        "audio_embedding_file": {"waveform": waveform},
+        "audio_embedding_file_bytes": {"audio_bytes": wav_file},
         "audio_embedding": {"audio": audio},
         "audio_embedding_bytes": {"audio_bytes": wav},
         "image_embedding": {"image": image},
@@ -114,7 +129,8 @@ def test_export_layout(tiny_export):
     assert (folder / "serving/1" / export.WARMUP).exists()
     assert 'base_path: "/models/tiny/serving"' in (folder / "models.config").read_text()
     info = json.loads((folder / "export.json").read_text())
-    assert info["version"] == 1 and len(info["signatures"]) == 7
+    assert info["version"] == 1 and len(info["signatures"]) == 9
+    assert info["file_signatures_hop_size"] == 0.1
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folders
 
 
@@ -149,6 +165,9 @@ def test_saved_model_cli_show_lists_signatures(tiny_export):
         "audio_embedding_bytes": ([("audio_bytes", "DT_STRING", "(-1)")], ("embedding", f"(-1, {d})")),
         "image_embedding": ([("image", "DT_UINT8", "(-1, -1, -1, 3)")], ("embedding", f"(-1, {d})")),
         "image_embedding_bytes": ([("image_bytes", "DT_STRING", "(-1)")], ("embedding", f"(-1, {d})")),
+        "audio_embedding_file": ([("waveform", "DT_FLOAT", "(-1)")], ("embeddings", f"(-1, {d})")),
+        "audio_embedding_file_bytes": ([("audio_bytes", "DT_STRING", "()")],
+                                       ("embeddings", f"(-1, {d})")),
         "avc": ([("audio", "DT_FLOAT", f"(-1, {s})"), ("image", "DT_UINT8", "(-1, -1, -1, 3)")],
                 ("probability", "(-1)")),
         "avc_bytes": ([("audio_bytes", "DT_STRING", "(-1)"), ("image_bytes", "DT_STRING", "(-1)")],
@@ -235,6 +254,82 @@ def test_wrong_inputs_name_the_expected_input(tiny_export):
     image_fn = tf.saved_model.load(str(folder / "serving/1")).signatures["image_embedding"]
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"input image must be uint8 \[batch, \?, \?, 3\]"):
         image_fn(image=tf.zeros([1, 8, 8, 4], tf.uint8))
+
+
+def thirty_seconds(cfg, real_media):
+    """30 s of real audio at the model's rate (Big Buck Bunny's soundtrack), else synthetic."""
+    n = 30 * cfg.sample_rate
+    if real_media is not None:
+        x = embed_stream.decode_audio(real_media / "av-clips/moviepy/big_buck_bunny_0_30.webm",
+                                      cfg.sample_rate)[:n]
+        assert len(x) > n - cfg.sample_rate
+        return x
+    rng = np.random.default_rng(7)
+    t = np.arange(n) / cfg.sample_rate
+    return (0.3 * np.sin(2 * np.pi * 300 * t * (1 + t / 30)) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def check_whole_file_signatures(l3, cfg, fns, waveform, hop_size):
+    """The whole-file signatures (float and WAV bytes) == the Python API (<= 1e-4)."""
+    expected = python_api_reference(l3, cfg, waveform, hop_size)
+    got = serving.call_signature(fns["audio_embedding_file"], "audio_embedding_file", waveform=waveform)
+    assert got["embeddings"].shape == expected["embeddings"].shape
+    np.testing.assert_allclose(got["timestamps"], expected["timestamps"], atol=1e-9)
+    np.testing.assert_allclose(got["embeddings"], expected["embeddings"], rtol=1e-4, atol=1e-4)
+    # A WAV at the model's rate: the same windows, up to 16-bit quantisation on both sides.
+    pcm = np.round(np.clip(waveform, -1, 1) * 32767).astype(np.int16)[:, None]
+    wav = tf.audio.encode_wav(pcm.astype(np.float32) / 32768, cfg.sample_rate).numpy()
+    got = serving.call_signature(fns["audio_embedding_file_bytes"], "audio_embedding_file_bytes",
+                                 audio_bytes=np.array(wav, object))
+    expected = python_api_reference(l3, cfg, pcm[:, 0], hop_size)  # int16 PCM: / 32768
+    np.testing.assert_allclose(got["embeddings"], expected["embeddings"], rtol=1e-4, atol=1e-4)
+
+
+def test_whole_file_signatures_equal_the_python_api(tiny_export, maybe_real_media):
+    l3, cfg, folder = tiny_export
+    fns = tf.saved_model.load(str(folder / "serving/1")).signatures
+    check_whole_file_signatures(l3, cfg, fns, thirty_seconds(cfg, maybe_real_media), 0.1)
+
+
+def test_whole_file_signatures_short_empty_and_other_rates(tiny_export):
+    l3, cfg, folder = tiny_export
+    fns = tf.saved_model.load(str(folder / "serving/1")).signatures
+    short = fns["audio_embedding_file"](waveform=tf.ones([5]) * 0.1)
+    assert short["embeddings"].shape == (1, cfg.embedding_dim) and short["timestamps"].numpy().tolist() == [0.0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="waveform is empty"):
+        fns["audio_embedding_file"](waveform=tf.zeros([0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input waveform must be float32"):
+        fns["audio_embedding_file"](waveform=tf.zeros([2, 3]))
+    empty = tf.audio.encode_wav(tf.zeros([0, 1]), 16000)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="WAV file has no samples"):
+        fns["audio_embedding_file_bytes"](audio_bytes=empty)
+    # 2.5 s stereo at 44.1 kHz: down-mixed and resampled in the graph (FFT) vs soxr in Python.
+    t = np.arange(int(2.5 * 44100)) / 44100
+    stereo = np.stack([0.4 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 1234 * t)], 1)
+    wav = tf.audio.encode_wav(stereo.astype(np.float32), 44100)
+    got = fns["audio_embedding_file_bytes"](audio_bytes=wav)
+    towers = embed.EmbeddingModels.from_l3(l3, cfg)
+    emb, ts = embed.get_audio_embedding(tf.audio.decode_wav(wav)[0].numpy(), 44100, towers)
+    np.testing.assert_allclose(got["timestamps"], ts, atol=1e-9)
+    # Two resamplers (FFT in the graph, soxr in Python): close, not equal (rows agree to ~0.3 %).
+    rel = np.linalg.norm(got["embeddings"] - emb, axis=1) / np.linalg.norm(emb, axis=1)
+    assert rel.max() < 0.02, rel
+
+
+@pytest.mark.slow
+def test_paper_whole_file_signature_equals_the_python_api(tmp_path, maybe_real_media):
+    """Paper preset, 30 s; a 1 s hop (31 windows) keeps this about a minute on 2 CPU cores."""
+    cfg = get_preset("paper")
+    l3 = models.build_l3(cfg)
+    path = tmp_path / "serving"
+    serving.save(l3, cfg, path, hop_size=1.0, batch_size=8)
+    text = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", str(path), "--tag_set", "serve",
+                           "--signature_def", "audio_embedding_file"],
+                          check=True, capture_output=True, text=True).stdout
+    assert re.search(r"inputs\['waveform'\].*?shape: \(-1\)", text, re.S), text
+    assert re.search(r"outputs\['timestamps'\].*?DT_DOUBLE", text, re.S), text
+    fns = tf.saved_model.load(str(path)).signatures
+    check_whole_file_signatures(l3, cfg, fns, thirty_seconds(cfg, maybe_real_media)[: 30 * 48000], 1.0)
 
 
 def test_export_is_atomic_and_versioned(tiny_export, tmp_path, monkeypatch):

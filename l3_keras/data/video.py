@@ -172,6 +172,60 @@ def decode_streams(path, data_config) -> dict:
     return _assemble(path, audio, frames, data_config, limit)
 
 
+def stream_streams(path, on_audio, on_frame=None, data_config=None) -> dict:
+    """`decode_streams` for long files: decoded audio and frames go to callbacks, none is kept.
+
+    The time axis, stream choice and gap filling are `decode_streams`'; the caller resamples,
+    pads the tail (see `tail_pad_seconds`) and drops frames after the audio's end.
+
+    Args:
+        path: audio or video file.
+        on_audio: called with (float32 mono [n] at the stream's own rate, that rate) per chunk.
+        on_frame: called with (JPEG bytes, time in seconds) per kept frame; None: audio only
+            (the video stream, if any, is not decoded).
+        data_config: DataConfig for the frames (fps, frame_short_side, jpeg_quality).
+
+    Returns:
+        dict with rate (the stream's), samples (decoded at that rate, gaps filled) and
+        video_end (seconds on the audio axis; None for audio only).
+
+    Raises:
+        VideoError: as `decode_streams`; NO_AUDIO_DECODED when the stream holds no samples.
+    """
+    path = os.fspath(path)
+    container = _open(path)
+    with container:
+        audio_stream = _pick_stream(container.streams.audio)
+        if audio_stream is None:
+            raise VideoError(path, NO_AUDIO)
+        video_stream = _pick_stream(container.streams.video) if on_frame else None
+        if on_frame and video_stream is None:
+            raise VideoError(path, NO_VIDEO)
+        audio = _AudioTrack(math.inf, sink=on_audio)
+        frames = _FrameSampler(data_config, math.inf, video_stream, on_frame) if on_frame else None
+        try:
+            _demux(container, audio_stream, video_stream, audio, frames)
+        except (av.FFmpegError, ValueError) as e:
+            message = getattr(e, "strerror", None) or str(e)
+            reason = _truncation(container, audio, frames) or f"{DECODE_ERROR}: {message}"
+            raise VideoError(path, reason) from e
+        truncated = _truncation(container, audio, frames)
+        if truncated:
+            raise VideoError(path, truncated)
+    if not audio.samples:
+        raise VideoError(path, NO_AUDIO_DECODED)
+    return {"rate": audio.rate, "samples": audio.samples,
+            "video_end": frames.end_time if frames else None}
+
+
+def tail_pad_seconds(audio_seconds: float, video_end: Optional[float]) -> float:
+    """Silence added after the audio so that it lasts as long as the video (at most
+    MAX_TAIL_PAD_SECONDS; see the module docstring)."""
+    if video_end is None:
+        return 0.0
+    return min(max(video_end - audio_seconds, 0.0), MAX_TAIL_PAD_SECONDS)
+
+
 def decode_or_reason(path, data_config):
     """`decode_streams`, or the reason the video is skipped (a str) instead of an exception.
 
@@ -206,21 +260,26 @@ def _pick_stream(streams):
 
 
 def _demux(container, audio_stream, video_stream, audio, frames):
-    """Decodes both streams in file order, stopping once each has reached the time limit."""
-    for packet in container.demux(audio_stream, video_stream):
-        if audio.done and frames.done:
+    """Decodes both streams in file order, stopping once each has reached the time limit.
+
+    With video_stream and frames None, decodes the audio alone.
+    """
+    streams = [s for s in (audio_stream, video_stream) if s is not None]
+    for packet in container.demux(*streams):
+        if audio.done and (frames is None or frames.done):
             break
         if packet.stream.index == audio_stream.index:
             if not audio.done:
                 for frame in packet.decode():
                     audio.push(frame)
-                    if frames.origin is None:
+                    if frames is not None and frames.origin is None:
                         frames.start(audio.origin)
         elif not frames.done:
             for frame in packet.decode():
                 frames.push(frame)
     audio.flush()
-    frames.finish()
+    if frames is not None:
+        frames.finish()
 
 
 def _truncation(container, audio, frames) -> Optional[str]:
@@ -232,7 +291,7 @@ def _truncation(container, audio, frames) -> Optional[str]:
     if not container.duration:
         return None
     declared = container.duration / 1e6
-    reached = max(audio.end_time, frames.last_time)
+    reached = max(audio.end_time, frames.last_time if frames is not None else 0.0)
     if reached < declared - max(MAX_TAIL_PAD_SECONDS, 0.1 * declared):
         return f"{TRUNCATED}: streams end at {reached:.2f} s of {declared:.2f} s"
     return None
@@ -243,8 +302,7 @@ def _assemble(path, audio, frames, data_config, limit) -> dict:
     sr = data_config.sample_rate
     pcm = audio.pcm16(sr)
     video_end = frames.end_time  # seconds on the audio axis
-    tail_pad = min(max(video_end - len(pcm) / sr, 0.0), MAX_TAIL_PAD_SECONDS)
-    n = len(pcm) + int(round(tail_pad * sr))
+    n = len(pcm) + int(round(tail_pad_seconds(len(pcm) / sr, video_end) * sr))
     if limit < math.inf:
         n = min(n, int(round(limit * sr)))
     pcm = np.pad(pcm[:n], (0, max(n - len(pcm), 0)))
@@ -259,10 +317,14 @@ def _assemble(path, audio, frames, data_config, limit) -> dict:
 
 
 class _AudioTrack:
-    """Collects decoded audio as mono float32 at the stream's own rate, on its timestamps."""
+    """Collects decoded audio as mono float32 at the stream's own rate, on its timestamps.
 
-    def __init__(self, limit: float):
+    With a `sink`, chunks go to sink(chunk, rate) instead of being kept.
+    """
+
+    def __init__(self, limit: float, sink=None):
         self.limit = limit
+        self.sink = sink
         self.rate = None
         self.origin = None  # seconds (stream clock) of the first decoded sample
         self._chunks = []
@@ -302,8 +364,15 @@ class _AudioTrack:
                 self._append(out.to_ndarray().mean(axis=0, dtype=np.float32))
             self._resampler = self._key = None
 
+    @property
+    def samples(self) -> int:
+        return self._n
+
     def _append(self, x):
-        self._chunks.append(x)
+        if self.sink is not None:
+            self.sink(x, self.rate)
+        else:
+            self._chunks.append(x)
         self._n += len(x)
 
     def pcm16(self, sample_rate: int) -> np.ndarray:
@@ -321,9 +390,11 @@ class _FrameSampler:
 
     A frame on screen at several sample times (source slower than fps) is kept once, so times
     are strictly increasing; they are the frames' presentation times, not the sample grid.
+    With a `sink`, each kept frame goes to sink(jpeg, time) instead of being kept.
     """
 
-    def __init__(self, data_config, limit: float, stream):
+    def __init__(self, data_config, limit: float, stream, sink=None):
+        self.sink = sink
         self.step = 1.0 / data_config.fps
         self.limit = limit
         self.short_side = data_config.frame_short_side
@@ -379,8 +450,12 @@ class _FrameSampler:
         while not self.done and self._k * self.step < until:
             prev = self._prev
             if prev is not None and prev[1] <= self._k * self.step and not prev[2]:
-                self.times.append(max(prev[1], 0.0))
-                self.jpegs.append(self._jpeg(prev[0]))
+                t = max(prev[1], 0.0)
+                self.times.append(t)
+                if self.sink is not None:
+                    self.sink(self._jpeg(prev[0]), t)
+                else:
+                    self.jpegs.append(self._jpeg(prev[0]))
                 self._prev = (prev[0], prev[1], True)
             self._k += 1
 

@@ -43,11 +43,11 @@ def _towers(l3, cfg: ModelConfig, feature: str):
 
 
 def audio_features(l3, cfg: ModelConfig, items: Sequence[Item], feature: str = "conv4",
-                   hop_size: float = 0.5, batch_size: int = 64) -> List[np.ndarray]:
+                   hop_size: float = 0.5, batch_size: int = 64, mode: str = "exact") -> List[np.ndarray]:
     """Window features of every audio file: one float32 [T_i, D] array a file (T_i >= 1).
 
     Files are read with `media.read_audio`; down-mixing, resampling and 1 s windowing (`hop_size` apart,
-    centred padding) are `embed.get_audio_embedding`'s.
+    centred padding) are `embed.get_audio_embedding`'s, as is `mode` ("exact" or "shared").
     """
     from l3_keras import embed
 
@@ -59,7 +59,7 @@ def audio_features(l3, cfg: ModelConfig, items: Sequence[Item], feature: str = "
         rates.append(sr)
     features, _ = embed.get_audio_embedding(clips, rates, model=towers, hop_size=hop_size,
                                             center=True, batch_size=batch_size,
-                                            transfer_features=towers.transfer_features)
+                                            transfer_features=towers.transfer_features, mode=mode)
     return features
 
 
