@@ -33,14 +33,14 @@ from l3_keras.config import ModelConfig
 
 
 def spectrogram_shape(cfg: ModelConfig):
-    """(freq_bins, time_frames) that the front end produces for one input window."""
+    """(freq_bins, time_frames) that the front end produces for one input (window + context)."""
     if cfg.frontend in ("stft_db", "mel_db"):
         freq = cfg.n_fft // 2 + 1 if cfg.frontend == "stft_db" else cfg.n_mels
-        return freq, db_frames(cfg.audio_samples, cfg.n_fft, cfg.hop_length, cfg.pad_end)
+        return freq, db_frames(cfg.audio_input_samples, cfg.n_fft, cfg.hop_length, cfg.pad_end)
     if cfg.frontend == "stft":
-        return cfg.n_fft // 2 + 1, 1 + (cfg.audio_samples - cfg.win_length) // cfg.hop_length
+        return cfg.n_fft // 2 + 1, 1 + (cfg.audio_input_samples - cfg.win_length) // cfg.hop_length
     # MelSpectrogram centres its frames (pads n_fft // 2 on both sides).
-    return cfg.n_mels, 1 + cfg.audio_samples // cfg.hop_length
+    return cfg.n_mels, 1 + cfg.audio_input_samples // cfg.hop_length
 
 
 def db_frames(samples, n_fft, hop_length, pad_end) -> int:
@@ -154,7 +154,7 @@ def apply_frontend(waveform, cfg: ModelConfig, prefix: str = "audio"):
     """Turns waveform [batch, samples] into a log spectrogram [batch, freq, time, 1].
 
     Args:
-        waveform: float32 KerasTensor [batch, cfg.audio_samples] at cfg.sample_rate.
+        waveform: float32 KerasTensor [batch, cfg.audio_input_samples] at cfg.sample_rate.
         cfg: the model config (front end kind and STFT / mel parameters).
         prefix: layer name prefix.
 
@@ -171,7 +171,7 @@ def apply_frontend(waveform, cfg: ModelConfig, prefix: str = "audio"):
             name=f"{prefix}_spectrogram", dtype="float32",
         )(waveform)
     if cfg.frontend == "stft":
-        x = keras.layers.Reshape((cfg.audio_samples, 1), name=f"{prefix}_expand", dtype="float32")(
+        x = keras.layers.Reshape((cfg.audio_input_samples, 1), name=f"{prefix}_expand", dtype="float32")(
             waveform
         )
         stft = keras.layers.STFTSpectrogram(

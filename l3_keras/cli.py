@@ -72,6 +72,9 @@ def add_train_config_arguments(p):
         p.add_argument(f"--{name}", type=kind, help="TrainConfig." + name.replace("-", "_"))
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="default constant")
     p.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="default float32")
+    p.add_argument("--audio-context", type=float,
+                   help="edge-free model: seconds of real audio the audio tower sees on each side "
+                        "of its window (ModelConfig.audio_context_seconds; e.g. 0.8 for tiny)")
     p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker", "default"],
                    help="auto: all GPUs mirrored, else one device; multiworker needs TF_CONFIG")
 
@@ -220,12 +223,14 @@ def _export(sub):
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--hop-size", type=float, default=0.1,
                    help="seconds between windows of the whole-file signatures (0.1)")
+    p.add_argument("--tflite", action="store_true",
+                   help="also write audio_embedding.tflite and image_embedding.tflite")
 
     def handler(args):
         from l3_keras.export import export
 
         path = export(args.source, args.name, args.version, args.preset, args.root, args.overwrite,
-                      args.hop_size)
+                      args.hop_size, args.tflite)
         print(path)
         return 0
 
@@ -268,6 +273,8 @@ def _embed(sub):
                    help="audio: each window through the tower (exact), or the tower once over "
                         "the file, windows pooled from the shared map (shared: faster, a "
                         "different embedding; see l3_keras/embed_stream.py)")
+    p.add_argument("--precision", choices=["bf16", "fp16"],
+                   help="mixed-precision inference (front end stays float32); default float32")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_runner_arguments(p)
 
@@ -283,7 +290,7 @@ def _embed(sub):
 
         done = embed_files(
             args.media_type, args.inputs, args.out, args.model, args.hop_size, args.batch_size,
-            progress=not args.no_progress, mode=args.mode,
+            progress=not args.no_progress, mode=args.mode, precision=args.precision,
         )
         return 0 if done else 1
 

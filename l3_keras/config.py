@@ -70,6 +70,13 @@ class ModelConfig(_JsonMixin):
             the transfer features (paper Sec. 4.2: 4x3 -> 6144-D audio; OpenL3 image: 4x4 -> 8192).
         framing: how the embedding API cuts audio into windows: "l3" (windows centred on k * hop
             up to the end) or "openl3" (OpenL3's get_audio_embedding: see `embed.frame_audio`).
+        audio_context_seconds: real audio the audio tower also sees on each side of its
+            window (0: the paper's lone window). Non-zero makes an edge-free model: the last
+            conv map is cropped back to the window's own cells before pooling, so no cell it
+            pools depends on padding and running the tower once over a file
+            (`embed_stream`, mode "shared") gives exactly the per-window embeddings. A whole
+            number of last-map cells (hop_length x 2^(blocks - 1) samples), at least the
+            tower's receptive field (`models.receptive_frames`).
     """
 
     name: str = "paper"
@@ -93,6 +100,7 @@ class ModelConfig(_JsonMixin):
     audio_transfer_grid: Tuple[int, int] = (4, 3)
     image_transfer_grid: Tuple[int, int] = (4, 3)
     framing: str = "l3"
+    audio_context_seconds: float = 0.0
 
     def __post_init__(self):
         check_choice("frontend", self.frontend, FRONTENDS)
@@ -101,11 +109,27 @@ class ModelConfig(_JsonMixin):
             raise L3Error(f"Preset {self.name!r}: the {self.frontend!r} front end needs n_mels > 0.")
         if self.win_length > self.n_fft:
             raise L3Error(f"win_length {self.win_length} must be <= n_fft {self.n_fft}.")
+        cell = self.hop_length * 2 ** (len(self.filters) - 1)
+        if self.audio_context_samples % cell or self.audio_context_samples < 0:
+            raise L3Error(
+                f"audio_context_seconds {self.audio_context_seconds} must be a non-negative "
+                f"multiple of the last map's cell, {cell / self.sample_rate:g} s for {self.name!r}."
+            )
 
     @property
     def audio_samples(self) -> int:
         """Samples in one audio input window."""
         return int(round(self.sample_rate * self.audio_seconds))
+
+    @property
+    def audio_context_samples(self) -> int:
+        """Samples of context on each side of the window (0 unless edge-free)."""
+        return int(round(self.sample_rate * self.audio_context_seconds))
+
+    @property
+    def audio_input_samples(self) -> int:
+        """Samples the audio tower takes: the window plus its context on both sides."""
+        return self.audio_samples + 2 * self.audio_context_samples
 
     @property
     def embedding_dim(self) -> int:

@@ -64,6 +64,28 @@ class EmbeddingModels:
             transfer_features,
         )
 
+    def with_precision(self, precision: Optional[str]) -> "EmbeddingModels":
+        """The same weights computing in mixed precision: "bf16" or "fp16" (None: self).
+
+        The towers are rebuilt under the Keras policy (`train.strategy.precision`), so the
+        layers `models` keeps in float32 (spectrogram front end, input BatchNorm) stay float32;
+        embeddings come back as float32.
+        """
+        if precision is None:
+            return self
+        from l3_keras.train.strategy import precision as policy
+
+        with policy(precision):
+            fresh = EmbeddingModels.from_l3(models.build_l3(self.config), self.config,
+                                            self.transfer_features)
+        if self.image is None:  # an audio-only import
+            fresh = dataclasses.replace(fresh, image=None)
+        for old, new in ((self.audio, fresh.audio), (self.image, fresh.image)):
+            for layer in new.layers if old is not None else ():
+                if layer.weights:
+                    layer.set_weights(old.get_layer(layer.name).get_weights())
+        return fresh
+
 
 def load_embedding_models(path, transfer_features=False) -> EmbeddingModels:
     """Loads an export folder written by `l3 export` (saved_models/NAME).
@@ -92,14 +114,20 @@ def load_embedding_models(path, transfer_features=False) -> EmbeddingModels:
     return EmbeddingModels(cfg, audio, image)
 
 
-def resolve_models(model, transfer_features=False) -> EmbeddingModels:
+def resolve_models(model, transfer_features=False, precision=None) -> EmbeddingModels:
     """`model` as EmbeddingModels.
 
     Args:
         model: EmbeddingModels; an export folder path; or a preset name / ModelConfig, which
             builds a model with RANDOM weights (warns; for tests and benchmarks).
         transfer_features: wanted conv4 features (must match a given EmbeddingModels).
+        precision: None (float32), "bf16" or "fp16": `EmbeddingModels.with_precision`. Resolve
+            once and pass the result when embedding many files (rebuilding takes seconds).
     """
+    return _resolve(model, transfer_features).with_precision(precision)
+
+
+def _resolve(model, transfer_features) -> EmbeddingModels:
     if isinstance(model, EmbeddingModels):
         if model.transfer_features != transfer_features:
             raise L3Error(
@@ -188,7 +216,7 @@ def run_batched(model, arrays, batch_size: int, transfer_features: bool) -> list
 
 
 def get_audio_embedding(audio, sr=None, model="paper", hop_size=0.1, center=True, batch_size=32,
-                        transfer_features=False, mode="exact"):
+                        transfer_features=False, mode="exact", precision=None):
     """Embeds 1 s windows every `hop_size` seconds (see the module docstring for timestamps).
 
     Args:
@@ -206,6 +234,7 @@ def get_audio_embedding(audio, sr=None, model="paper", hop_size=0.1, center=True
         mode: "exact" (each window through the tower) or "shared" (the tower once over the
             whole signal, each window pooled from the shared map: faster, NOT the same embedding
             for models trained on padded windows; see `embed_stream`).
+        precision: None (float32), "bf16" or "fp16" mixed precision (front end float32).
 
     Returns:
         (embedding float32 [T, D], timestamps float64 [T] in seconds), or two lists for a list input.
@@ -213,7 +242,7 @@ def get_audio_embedding(audio, sr=None, model="paper", hop_size=0.1, center=True
     Raises:
         L3Error: empty audio, bad shapes or rates, an undecodable file.
     """
-    models_ = resolve_models(model, transfer_features)
+    models_ = resolve_models(model, transfer_features, precision)
     cfg = models_.config
     clips = audio if isinstance(audio, list) else [audio]
     rates = sr if isinstance(sr, (list, tuple)) else [sr] * len(clips)
@@ -277,7 +306,8 @@ def prepare_images(images, cfg: ModelConfig) -> np.ndarray:
     return np.stack(fitted)
 
 
-def get_image_embedding(images, model="paper", batch_size=32, transfer_features=False):
+def get_image_embedding(images, model="paper", batch_size=32, transfer_features=False,
+                        precision=None):
     """Embeds images (paper Sec. 3.1: the vision tower's 224x224 input).
 
     Args:
@@ -286,17 +316,18 @@ def get_image_embedding(images, model="paper", batch_size=32, transfer_features=
         model: an export folder, EmbeddingModels, or a preset name (random weights, warns).
         batch_size: images per forward pass.
         transfer_features: return the conv4 features instead (see get_audio_embedding).
+        precision: None (float32), "bf16" or "fp16" mixed precision.
 
     Returns:
         float32 [N, D]: one row per image (N = 1 for a single image).
     """
-    models_ = _with_image(resolve_models(model, transfer_features))
+    models_ = _with_image(resolve_models(model, transfer_features, precision))
     x = prepare_images(images, models_.config)
     return run_batched(models_.image, [x], batch_size, transfer_features)[0]
 
 
 def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_size=32,
-                       frame_hop_size: Optional[float] = None, mode="exact"):
+                       frame_hop_size: Optional[float] = None, mode="exact", precision=None):
     """Audio and frame embeddings of one video on one time axis, decoded in chunks.
 
     Decoding is `l3_keras.data.video.stream_streams` (PyAV): default audio and video streams,
@@ -313,6 +344,7 @@ def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_siz
         batch_size: windows / frames per forward pass.
         frame_hop_size: seconds between frames; default `hop_size`.
         mode: audio mode, see get_audio_embedding.
+        precision: None (float32), "bf16" or "fp16" mixed precision.
 
     Returns:
         dict with audio_embedding [T, D], audio_timestamps [T] (window centres), image_embedding
@@ -324,7 +356,7 @@ def process_video_file(path, model="paper", hop_size=0.1, center=True, batch_siz
     from l3_keras.data.video import NO_FRAMES, VideoError, stream_streams, tail_pad_seconds
     from l3_keras.preprocess import decode_images
 
-    models_ = _with_image(resolve_models(model))
+    models_ = _with_image(resolve_models(model, precision=precision))
     cfg = models_.config
     audio = embed_stream.StreamEmbedder(models_, hop_size, center, batch_size, mode)
     chunks = embed_stream.ChunkedAudio(cfg.sample_rate, audio.push)

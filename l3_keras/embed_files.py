@@ -80,7 +80,7 @@ def save_npz(path, arrays):
 
 
 def embed_files(media_type, inputs, out, model, hop_size=0.1, batch_size=32, progress=True,
-                mode="exact") -> int:
+                mode="exact", precision=None) -> int:
     """Embeds every input file into `out` (layout in the module docstring).
 
     Args:
@@ -92,6 +92,7 @@ def embed_files(media_type, inputs, out, model, hop_size=0.1, batch_size=32, pro
         batch_size: windows per forward pass; also the most small audio files grouped together.
         progress: show a tqdm bar over files.
         mode: audio mode, "exact" or "shared" (`embed.get_audio_embedding`).
+        precision: None (float32), "bf16" or "fp16" mixed precision.
 
     Returns:
         the number of files embedded (skipped files are printed with their reason).
@@ -102,7 +103,7 @@ def embed_files(media_type, inputs, out, model, hop_size=0.1, batch_size=32, pro
     from tqdm import tqdm
 
     pairs = list_inputs(media_type, inputs)
-    models = embed.resolve_models(model)
+    models = embed.resolve_models(model, precision=precision)
     done, skipped, seen = 0, 0, set()
     bar = tqdm(total=len(pairs), desc=f"embed {media_type}", unit="file", disable=not progress)
 

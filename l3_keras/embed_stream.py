@@ -40,7 +40,9 @@ CHUNK_SECONDS = 10.0  # decoded audio handed on at a time; also the span of one 
 
 
 def hop_samples(hop_size: float, cfg: ModelConfig) -> int:
-    hop = int(round(hop_size * cfg.sample_rate))
+    """The hop in samples: rounded, or truncated as OpenL3 does for framing "openl3"."""
+    exact = hop_size * cfg.sample_rate
+    hop = int(exact) if cfg.framing == "openl3" else int(round(exact))
     if hop < 1:
         raise L3Error(f"hop_size {hop_size} s is below one sample at {cfg.sample_rate} Hz.")
     return hop
@@ -74,8 +76,9 @@ class WindowStream:
     """Cuts a stream of mono samples (at the model's rate) into `embed`'s windows.
 
     Window k spans samples [k * hop - left, k * hop - left + S) of the input (left = S / 2 with
-    center, else 0; zeros outside the input), plus `context` samples on each side. The count is
-    `embed.frame_audio`'s: 1 + (max(n + (S if center else 0), S) - S) // hop.
+    center, else 0; zeros outside the input), plus `context` samples on each side. The count:
+    1 + (max(n + (S if center else 0), S) - S) // hop; for ModelConfig.framing "openl3",
+    OpenL3's: windows up to the first that reaches the last sample, timestamps k * hop_size.
 
     Args:
         cfg: the model config (rate, window S).
@@ -88,6 +91,8 @@ class WindowStream:
         self.cfg = cfg
         self.win = cfg.audio_samples
         self.hop = hop_samples(hop_size, cfg)
+        self.hop_size = hop_size
+        self.openl3 = cfg.framing == "openl3"
         self.center = center
         self.context = context
         self.left = self.win // 2 if center else 0
@@ -99,6 +104,8 @@ class WindowStream:
     def timestamps(self, first: int, count: int) -> np.ndarray:
         """float64 [count] centre times in seconds of windows first .. first + count - 1."""
         k = np.arange(first, first + count)
+        if self.openl3:
+            return k * self.hop_size
         return (k * self.hop + self.win / 2 - self.left) / self.cfg.sample_rate
 
     def push(self, x, last: bool = False) -> Block:
@@ -113,7 +120,10 @@ class WindowStream:
         if last:
             if self._n == 0:
                 raise L3Error("audio is empty (0 samples); an embedding needs at least one sample.")
-            total = max(self._n + (self.win if self.center else 0), self.win)
+            if self.openl3:
+                total = self.win + max(0, -(-(self._n + self.left - self.win) // self.hop)) * self.hop
+            else:
+                total = max(self._n + (self.win if self.center else 0), self.win)
             count = (total - self.win) // self.hop + 1 - self._next
             need = (count - 1) * self.hop + self.span if count > 0 else 0
             buf = np.pad(buf, (0, max(need - len(buf), 0)))
@@ -125,27 +135,15 @@ class WindowStream:
         return block
 
 
-def frame(audio, cfg: ModelConfig, hop_size: float, center: bool, context: int = 0):
-    """The whole of `audio` through a WindowStream: (Block, timestamps)."""
+def frame(audio, cfg: ModelConfig, hop_size: float, center: bool, context: Optional[int] = None):
+    """The whole of `audio` through a WindowStream: (Block, timestamps).
+
+    context: samples around each window; default the model's own (`audio_context_samples`).
+    """
+    context = cfg.audio_context_samples if context is None else context
     stream = WindowStream(cfg, hop_size, center, context)
     block = stream.push(audio, last=True)
     return block, stream.timestamps(block.first, block.count)
-
-
-def receptive_frames(cfg: ModelConfig) -> int:
-    """Spectrogram frames one last-map cell depends on beyond its own, on each side.
-
-    3x3 'same' convolutions and 2x2 pools (`models.conv_blocks`), plus the mel front end's
-    centred frames (n_fft / 2 samples of reach).
-    """
-    rf, jump = 1, 1
-    for b in range(len(cfg.filters)):
-        rf += 2 * jump * cfg.convs_per_block
-        if b < len(cfg.filters) - 1:
-            rf += jump
-            jump *= 2
-    reach = math.ceil((cfg.n_fft // 2) / cfg.hop_length) if cfg.frontend == "mel" else 0
-    return (rf + 1) // 2 + reach
 
 
 class SharedTower:
@@ -164,9 +162,9 @@ class SharedTower:
         self.cfg = cfg
         self.frontend = audio_model.get_layer("audio_spectrogram")
         self.body = audio_model.layers[names.index("audio_spectrogram_4d") + 1 : names.index(last) + 1]
-        self.cells = int(audio_model.get_layer(last).output.shape[2])
+        self.cells = int(audio_model.get_layer(models.window_map_name(cfg, "audio")).output.shape[2])
         self.stride = 2 ** (len(cfg.filters) - 1)
-        frames = self.stride * (math.ceil(receptive_frames(cfg) / self.stride) + 1)
+        frames = self.stride * (math.ceil(models.receptive_frames(cfg) / self.stride) + 1)
         self.context = frames * cfg.hop_length  # samples of real audio around each block
 
     def spectrogram(self, signal):
@@ -257,7 +255,7 @@ class StreamEmbedder:
         self.mode = mode
         self.batch_size = batch_size
         self.shared = SharedTower(towers.audio, towers.config) if mode == "shared" else None
-        context = self.shared.context if self.shared else 0
+        context = self.shared.context if self.shared else towers.config.audio_context_samples
         self.stream = WindowStream(towers.config, hop_size, center, context)
         # A shared block spans about CHUNK_SECONDS of windows.
         self.block_windows = max(1, int(CHUNK_SECONDS * towers.config.sample_rate) // self.stream.hop)

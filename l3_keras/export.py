@@ -11,6 +11,7 @@ Layout of `saved_models/NAME/` (see saved_models/README.md for serving it):
     models.config             TF Serving model config file (text proto), base_path /models/NAME/serving
     serving/N/                SavedModel, version N (signatures: `serving.py`)
     serving/N/assets.extra/tf_serving_warmup_requests   one PredictionLog per signature
+    audio_embedding.tflite, image_embedding.tflite      with tflite=True (`export_tflite`)
 
 Sources: a training run folder (its `config.json` holds {"model": ModelConfig dict, ...} and the
 final model is `model.keras`; the layout `l3_keras.train` is expected to write), an export
@@ -65,7 +66,7 @@ def load_source(source, preset=None):
     cfg = get_preset(preset) if preset else read_config(model_file.parent)
     l3 = keras.models.load_model(model_file)
     shapes = {k: tuple(l3.get_layer(k).output.shape[1:]) for k in (models.IMAGE, models.AUDIO)}
-    want = {models.IMAGE: (*cfg.image_size, 3), models.AUDIO: (cfg.audio_samples,)}
+    want = {models.IMAGE: (*cfg.image_size, 3), models.AUDIO: (cfg.audio_input_samples,)}
     if shapes != want:
         raise L3Error(
             f"{model_file} takes inputs {shapes} but config {cfg.name!r} says {want}; "
@@ -84,7 +85,7 @@ def read_config(folder) -> ModelConfig:
 
 
 def export(source, name, version=None, preset=None, root="saved_models", overwrite=False,
-           hop_size=0.1):
+           hop_size=0.1, tflite=False):
     """Exports an AVC model to `root/name` (layout in the module docstring).
 
     Args:
@@ -96,6 +97,7 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
         root: folder that holds the exports.
         overwrite: replace an existing `serving/version`.
         hop_size: seconds between windows of the whole-file signatures (`serving`).
+        tflite: also write the embedding towers as .tflite files.
 
     Returns:
         pathlib.Path of the export folder.
@@ -106,11 +108,11 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
     _target(name, root, version, overwrite)  # fail before the slow load
     l3, cfg = load_source(source, preset)
     return write_export(l3, cfg, name, source=str(source), root=root, version=version,
-                        overwrite=overwrite, hop_size=hop_size)
+                        overwrite=overwrite, hop_size=hop_size, tflite=tflite)
 
 
 def write_export(l3, cfg, name, source, info=None, root="saved_models", version=None,
-                 overwrite=False, parts=serving.PARTS, hop_size=0.1):
+                 overwrite=False, parts=serving.PARTS, hop_size=0.1, tflite=False):
     """Writes the export of an AVC model already in memory (`export` and `l3 import-openl3`).
 
     Args:
@@ -121,6 +123,7 @@ def write_export(l3, cfg, name, source, info=None, root="saved_models", version=
         parts: the parts with trained weights ("audio", "image", "avc"): only their signatures
             are served, and image_embedding.keras is written only with "image".
         hop_size: seconds between windows of the whole-file signatures (in export.json).
+        tflite: also write the embedding towers as .tflite files (`export_tflite`).
 
     Returns:
         pathlib.Path of the export folder.
@@ -131,6 +134,10 @@ def write_export(l3, cfg, name, source, info=None, root="saved_models", version=
     tmp.chmod(0o755)  # mkdtemp makes it private; a serving container may run as another user
     try:
         sigs = _write(tmp, l3, cfg, name, version, parts, hop_size)
+        if tflite:
+            from l3_keras.export_tflite import write_tflite
+
+            write_tflite(l3, cfg, tmp, parts)
         for v in old_versions - {version}:
             shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
         info = {**_info(source, version, sigs), "file_signatures_hop_size": hop_size, **(info or {})}

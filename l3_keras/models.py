@@ -29,7 +29,7 @@ IMAGE = "image"
 AUDIO = "audio"
 
 
-def conv_blocks(x, cfg: ModelConfig, prefix):
+def conv_blocks(x, cfg: ModelConfig, prefix, crop_width=0):
     """The tower body shared by vision and audio.
 
     Args:
@@ -37,6 +37,8 @@ def conv_blocks(x, cfg: ModelConfig, prefix):
         cfg: the model config: filters per block (e.g. (64, 128, 256, 512)), convs_per_block
             (paper: 2) and OpenL3's variations (conv_bias, last_conv_linear, relu_before_bn).
         prefix: "vision" or "audio"; layer names are f"{prefix}_block{b}_conv{i}" etc.
+        crop_width: last-map columns dropped on each side before pooling (edge-free audio:
+            the context's cells, layer f"{prefix}_window_crop").
 
     Returns:
         KerasTensor [b, filters[-1]]: the global max-pooled last conv map.
@@ -54,6 +56,8 @@ def conv_blocks(x, cfg: ModelConfig, prefix):
                 x = layer(x)
         if b < n:
             x = keras.layers.MaxPooling2D(2, strides=2, name=f"{prefix}_pool{b}")(x)
+    if crop_width:
+        x = keras.layers.Cropping2D(((0, 0), (crop_width, crop_width)), name=f"{prefix}_window_crop")(x)
     return keras.layers.GlobalMaxPooling2D(name=f"{prefix}_pool{n}")(x)
 
 
@@ -63,13 +67,36 @@ def last_conv_name(cfg: ModelConfig, prefix: str) -> str:
     return f"{prefix}_block{n}_conv{c}" if cfg.last_conv_linear else f"{prefix}_block{n}_relu{c}"
 
 
+def window_map_name(cfg: ModelConfig, prefix: str) -> str:
+    """The layer whose output is the map the embedding pools: the window's own cells."""
+    if prefix == "audio" and cfg.audio_context_samples:
+        return f"{prefix}_window_crop"
+    return last_conv_name(cfg, prefix)
+
+
+def receptive_frames(cfg: ModelConfig) -> int:
+    """Spectrogram frames on each side of a last-map cell that its value depends on.
+
+    3x3 'same' convolutions and 2x2 pools (`conv_blocks`), plus n_fft / 2 samples of reach for
+    front ends other than the paper's valid STFT (centred or padded frames).
+    """
+    rf, jump = 1, 1
+    for b in range(len(cfg.filters)):
+        rf += 2 * jump * cfg.convs_per_block
+        if b < len(cfg.filters) - 1:
+            rf += jump
+            jump *= 2
+    reach = -(-(cfg.n_fft // 2) // cfg.hop_length) if cfg.frontend != "stft" else 0
+    return (rf + 1) // 2 + reach
+
+
 def embedding_name(cfg: ModelConfig, prefix: str) -> str:
     return f"{prefix}_pool{len(cfg.filters)}"
 
 
 def _input(cfg: ModelConfig, input_name: str, inputs=None):
     """A named Input, or a given tensor checked against the shape the config expects."""
-    shape = (*cfg.image_size, 3) if input_name == IMAGE else (cfg.audio_samples,)
+    shape = (*cfg.image_size, 3) if input_name == IMAGE else (cfg.audio_input_samples,)
     if inputs is None:
         return keras.Input(shape=shape, name=input_name, dtype="float32")
     got = tuple(inputs.shape[1:])
@@ -92,13 +119,24 @@ def vision_tower(image, cfg: ModelConfig):
 
 
 def audio_tower(waveform, cfg: ModelConfig):
-    """waveform float32 [b, samples] at cfg.sample_rate -> embedding [b, filters[-1]]."""
+    """waveform float32 [b, samples + 2 x context] at cfg.sample_rate -> embedding [b, filters[-1]].
+
+    Edge-free (cfg.audio_context_samples > 0): pools only the window's own cells.
+    """
+    frames = cfg.audio_context_samples // cfg.hop_length
+    if frames and frames < receptive_frames(cfg):
+        raise L3Error(
+            f"audio_context_seconds {cfg.audio_context_seconds} is shorter than the tower's "
+            f"receptive field ({receptive_frames(cfg) * cfg.hop_length / cfg.sample_rate:g} s); "
+            "cells at the window's edges would still see padding."
+        )
     x = apply_frontend(waveform, cfg, prefix="audio")
     # float32 like the front end: the log spectrogram's statistics are taken before any cast.
     x = keras.layers.BatchNormalization(
         name="audio_bn_input", dtype="float32", synchronized=True
     )(x)
-    return conv_blocks(x, cfg, "audio")
+    crop = frames // 2 ** (len(cfg.filters) - 1)
+    return conv_blocks(x, cfg, "audio", crop)
 
 
 def fusion(vision_embedding, audio_embedding, cfg: ModelConfig):
@@ -147,7 +185,7 @@ def _embedding_model(l3: keras.Model, cfg: ModelConfig, input_name: str, transfe
     inputs = l3.get_layer(input_name).output
     outputs = l3.get_layer(embedding_name(cfg, prefix)).output
     if transfer_features:
-        fmap = l3.get_layer(last_conv_name(cfg, prefix)).output
+        fmap = l3.get_layer(window_map_name(cfg, prefix)).output
         grid = cfg.image_transfer_grid if input_name == IMAGE else cfg.audio_transfer_grid
         pool = tuple(max(1, int(s) // g) for s, g in zip(fmap.shape[1:3], grid))
         x = keras.layers.MaxPooling2D(pool, strides=pool, name=f"{prefix}_transfer_pool")(fmap)

@@ -72,14 +72,16 @@ class L3ServingModule(tf.Module):
         self.model_variables = [v.value for v in l3.variables]
         self._size = tuple(cfg.image_size)
         self._rate = cfg.sample_rate
-        self._samples = cfg.audio_samples
+        self._samples = cfg.audio_input_samples  # window + context (edge-free models)
+        self._window = cfg.audio_samples
+        self._context = cfg.audio_context_samples
         self._dim = cfg.embedding_dim
         self.hop_size = hop_size
         self._hop = int(round(hop_size * cfg.sample_rate))
         if self._hop < 1 or batch_size < 1:
             raise L3Error(f"hop_size {hop_size} s and batch_size {batch_size} must be positive.")
         self._batch = batch_size
-        audio = tf.TensorSpec([None, cfg.audio_samples], tf.float32, name="audio")
+        audio = tf.TensorSpec([None, cfg.audio_input_samples], tf.float32, name="audio")
         waveform = tf.TensorSpec([None], tf.float32, name="waveform")
         wav_file = tf.TensorSpec([], tf.string, name="audio_bytes")
         image = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
@@ -114,20 +116,21 @@ class L3ServingModule(tf.Module):
 
     def _embed_file(self, x):
         """Mono float32 [n] at the model's rate -> {embeddings [T, D], timestamps [T]}."""
-        win, hop, batch = self._samples, self._hop, self._batch
+        win, hop, batch, context = self._window, self._hop, self._batch, self._context
+        span = win + 2 * context
         left = win // 2  # center=True: window k is centred on sample k * hop
         n = tf.size(x)
         with tf.control_dependencies([tf.debugging.assert_positive(
                 n, message="waveform is empty (0 samples); send at least one sample")]):
-            padded = tf.pad(x, [[left, win - left]])
-        count = n // hop + 1  # (len(padded) - win) // hop + 1
+            padded = tf.pad(x, [[left + context, win - left + context]])
+        count = n // hop + 1  # as embed.frame_audio: (n + win - win) // hop + 1
         steps = (count + batch - 1) // batch
 
         def body(i, out):
             first = i * batch
             size = tf.minimum(batch, count - first)
-            segment = padded[first * hop : first * hop + (size - 1) * hop + win]
-            windows = tf.signal.frame(segment, win, hop)  # [size, win]
+            segment = padded[first * hop : first * hop + (size - 1) * hop + span]
+            windows = tf.signal.frame(segment, span, hop)  # [size, span]
             return i + 1, out.write(i, _float32(self.audio_model(windows, training=False)))
 
         out = tf.TensorArray(tf.float32, size=steps, infer_shape=False, element_shape=[None, self._dim])
@@ -232,7 +235,7 @@ def warmup_inputs(cfg: ModelConfig, batch: int = 1, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     h, w = cfg.image_size
     image = rng.integers(0, 256, (batch, h + 16, w + 16, 3), dtype=np.uint8)
-    audio = (rng.random((batch, cfg.audio_samples), dtype=np.float32) - 0.5) * 0.2
+    audio = (rng.random((batch, cfg.audio_input_samples), dtype=np.float32) - 0.5) * 0.2
     jpeg = [tf.io.encode_jpeg(im).numpy() for im in image]
     wav = [tf.audio.encode_wav(a[:, None], cfg.sample_rate).numpy() for a in audio]
     image_bytes = np.array(jpeg, dtype=object)

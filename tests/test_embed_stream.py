@@ -213,3 +213,41 @@ def test_shared_vs_exact_probe_on_real_labelled_sets(real_media):
               f"exact {secs['exact']:.1f} s shared {secs['shared']:.1f} s "
               f"(speed-up {secs['exact'] / secs['shared']:.2f}x)")
         assert acc["shared"] > 3 / len(set(labels)), (name, acc)
+
+
+@pytest.mark.parametrize("preset,context", [("tiny", 0.8), pytest.param("paper", 0.2, marks=pytest.mark.slow)])
+def test_edge_free_model_shared_equals_exact(preset, context):
+    """With audio context the pooled cells never see padding: shared == exact (max diff printed)."""
+    cfg = get_preset(preset).replace(audio_context_seconds=context)
+    towers = embed.EmbeddingModels.from_l3(models.build_l3(cfg), cfg)
+    assert towers.audio.input.shape[1] == cfg.audio_samples + 2 * int(context * cfg.sample_rate)
+    x = noise(3.3, cfg.sample_rate)
+    exact, ts = embed.get_audio_embedding(x, cfg.sample_rate, towers, 0.1)
+    shared, ts2 = embed.get_audio_embedding(x, cfg.sample_rate, towers, 0.1, mode="shared")
+    diff = np.abs(shared - exact).max()
+    print(f"edge-free {preset}: shared vs exact max abs diff {diff:.2e} (embedding max {exact.max():.2f})")
+    np.testing.assert_array_equal(ts, ts2)
+    np.testing.assert_allclose(shared, exact, rtol=1e-4, atol=1e-4)
+
+
+def test_edge_free_context_is_checked():
+    with pytest.raises(L3Error, match="multiple of the last map's cell"):
+        get_preset("tiny").replace(audio_context_seconds=0.1)
+    with pytest.raises(L3Error, match="receptive field"):
+        models.build_l3(get_preset("tiny").replace(audio_context_seconds=0.32))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_inference(tiny, precision):
+    """Same weights, mixed precision: convolutions in 16 bits, front end float32; the relative
+    difference to float32 is printed and must stay small."""
+    low = tiny.with_precision(precision)
+    assert low.audio.get_layer("audio_block1_conv1").compute_dtype == {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    assert low.audio.get_layer("audio_spectrogram").compute_dtype == "float32"
+    x = noise(3.0, 16000)
+    ref, _ = embed.get_audio_embedding(x, 16000, tiny)
+    got, _ = embed.get_audio_embedding(x, 16000, low)
+    assert got.dtype == np.float32
+    rel = np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    print(f"{precision}: audio embeddings relative L2 difference median {np.median(rel):.2e}, max {rel.max():.2e}")
+    assert rel.max() < 0.05

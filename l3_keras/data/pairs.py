@@ -73,7 +73,8 @@ def _key(seed: tf.Tensor, salt: int, index: tf.Tensor) -> tf.Tensor:
 # The sampler: the only place that picks times.
 
 
-def sample_record(record: dict, key: tf.Tensor, num_samples: int, window: int) -> dict:
+def sample_record(record: dict, key: tf.Tensor, num_samples: int, window: int,
+                  context: int = 0) -> dict:
     """Picks `num_samples` frames of one record and, for each, the 1 s window that contains it.
 
     For a frame shown at t seconds (sample ts = round(t * sr)), the positive window starts
@@ -87,10 +88,12 @@ def sample_record(record: dict, key: tf.Tensor, num_samples: int, window: int) -
         key: stateless seed [2].
         num_samples: S, samples drawn from this record (frames may repeat).
         window: samples in one audio window (model_config.audio_samples).
+        context: samples of the record's own audio (zeros beyond its ends) kept on each side of
+            every window, for edge-free models (model_config.audio_context_samples).
 
     Returns:
         dict of [S]-leading tensors: video_id string, frame string (JPEG), frame_time float32,
-        pos_start int32, pos_audio int16 [S, window], neg_start int32, neg_audio int16 [S, window].
+        pos_start int32, pos_audio int16 [S, window + 2 context], neg_start int32, neg_audio.
     """
     audio, times = record["audio"], record["frame_times"]
     n = tf.shape(audio)[0]
@@ -105,14 +108,15 @@ def sample_record(record: dict, key: tf.Tensor, num_samples: int, window: int) -
     lo, hi = tf.maximum(0, ts - window), tf.minimum(ts, n - window)
     pos_start = lo + _uniform_int(k_pos, [num_samples], hi - lo + 1)
     neg_start = _uniform_int(k_neg, [num_samples], tf.fill([num_samples], n - window + 1))
+    padded = tf.pad(audio, [[context, context]])  # window at `start` begins at padded[start]
     return {
         "video_id": tf.fill([num_samples], record["video_id"]),
         "frame": tf.gather(record["frames"], index),
         "frame_time": frame_time,
         "pos_start": pos_start,
-        "pos_audio": _windows(audio, pos_start, window),
+        "pos_audio": _windows(padded, pos_start, window + 2 * context),
         "neg_start": neg_start,
-        "neg_audio": _windows(audio, neg_start, window),
+        "neg_audio": _windows(padded, neg_start, window + 2 * context),
     }
 
 
@@ -266,7 +270,8 @@ def _pairs_from_records(
         return (tf.shape(record["audio"])[0] >= window) & tf.reduce_any(_frames_in_audio(record))
 
     ds = records_ds.filter(usable).enumerate().map(
-        lambda i, r: sample_record(r, _key(seed, _SAMPLE, i), options.pairs_per_video, window),
+        lambda i, r: sample_record(r, _key(seed, _SAMPLE, i), options.pairs_per_video, window,
+                                   model_config.audio_context_samples),
         num_parallel_calls=AUTOTUNE)
     ds = ds.unbatch()
     if training:

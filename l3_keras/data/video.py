@@ -148,27 +148,9 @@ def decode_streams(path, data_config) -> dict:
         frame_times (float32 [frames]): the DecodedVideo fields other than video_id and label.
     """
     path = os.fspath(path)
-    container = _open(path)
-    with container:
-        audio_stream = _pick_stream(container.streams.audio)
-        if audio_stream is None:
-            raise VideoError(path, NO_AUDIO)
-        video_stream = _pick_stream(container.streams.video)
-        if video_stream is None:
-            raise VideoError(path, NO_VIDEO)
-        limit = data_config.max_seconds or math.inf
-        audio = _AudioTrack(limit)
-        frames = _FrameSampler(data_config, limit, video_stream)
-        try:
-            _demux(container, audio_stream, video_stream, audio, frames)
-        except (av.FFmpegError, ValueError) as e:
-            message = getattr(e, "strerror", None) or str(e)
-            reason = _truncation(container, audio, frames) or f"{DECODE_ERROR}: {message}"
-            raise VideoError(path, reason) from e
-        # Some demuxers (Matroska) end a cut file without an error: compare with the header.
-        truncated = not (audio.done and frames.done) and _truncation(container, audio, frames)
-        if truncated:
-            raise VideoError(path, truncated)
+    limit = data_config.max_seconds or math.inf
+    audio, frames = _decode(path, _AudioTrack(limit),
+                            lambda stream: _FrameSampler(data_config, limit, stream))
     return _assemble(path, audio, frames, data_config, limit)
 
 
@@ -193,25 +175,8 @@ def stream_streams(path, on_audio, on_frame=None, data_config=None) -> dict:
         VideoError: as `decode_streams`; NO_AUDIO_DECODED when the stream holds no samples.
     """
     path = os.fspath(path)
-    container = _open(path)
-    with container:
-        audio_stream = _pick_stream(container.streams.audio)
-        if audio_stream is None:
-            raise VideoError(path, NO_AUDIO)
-        video_stream = _pick_stream(container.streams.video) if on_frame else None
-        if on_frame and video_stream is None:
-            raise VideoError(path, NO_VIDEO)
-        audio = _AudioTrack(math.inf, sink=on_audio)
-        frames = _FrameSampler(data_config, math.inf, video_stream, on_frame) if on_frame else None
-        try:
-            _demux(container, audio_stream, video_stream, audio, frames)
-        except (av.FFmpegError, ValueError) as e:
-            message = getattr(e, "strerror", None) or str(e)
-            reason = _truncation(container, audio, frames) or f"{DECODE_ERROR}: {message}"
-            raise VideoError(path, reason) from e
-        truncated = _truncation(container, audio, frames)
-        if truncated:
-            raise VideoError(path, truncated)
+    frames = (lambda stream: _FrameSampler(data_config, math.inf, stream, on_frame)) if on_frame else None
+    audio, frames = _decode(path, _AudioTrack(math.inf, sink=on_audio), frames)
     if not audio.samples:
         raise VideoError(path, NO_AUDIO_DECODED)
     return {"rate": audio.rate, "samples": audio.samples,
@@ -237,6 +202,36 @@ def decode_or_reason(path, data_config):
         return e.reason
     except Exception as e:  # noqa: BLE001 - e.g. an FFmpeg/PIL error path nobody anticipated
         return f"unexpected error: {type(e).__name__}: {e}"
+
+
+def _decode(path: str, audio, make_frames):
+    """Opens `path`, picks its streams and decodes them into `audio` (an _AudioTrack) and the
+    _FrameSampler that make_frames(video stream) returns (None: audio only).
+
+    Returns:
+        (audio, frames or None).
+    """
+    container = _open(path)
+    with container:
+        audio_stream = _pick_stream(container.streams.audio)
+        if audio_stream is None:
+            raise VideoError(path, NO_AUDIO)
+        video_stream = _pick_stream(container.streams.video) if make_frames else None
+        if make_frames and video_stream is None:
+            raise VideoError(path, NO_VIDEO)
+        frames = make_frames(video_stream) if make_frames else None
+        try:
+            _demux(container, audio_stream, video_stream, audio, frames)
+        except (av.FFmpegError, ValueError) as e:
+            message = getattr(e, "strerror", None) or str(e)
+            reason = _truncation(container, audio, frames) or f"{DECODE_ERROR}: {message}"
+            raise VideoError(path, reason) from e
+        # Some demuxers (Matroska) end a cut file without an error: compare with the header.
+        finished = audio.done and (frames is None or frames.done)
+        truncated = not finished and _truncation(container, audio, frames)
+        if truncated:
+            raise VideoError(path, truncated)
+    return audio, frames
 
 
 def _open(path: str):

@@ -46,7 +46,8 @@ def make_synthetic(cache_dir, model_config: ModelConfig, workers: int = 2) -> st
 
 def run_recipe(data=None, *, preset="tiny", model_dir=None, val_data=None, prepared_dir=None,
                cache_dir=None, label_from=None, per_class=False, export: Optional[str] = None,
-               export_root=None, workers=2, videos_per_shard=None, **train_changes) -> dict:
+               export_root=None, workers=2, videos_per_shard=None, audio_context=None,
+               **train_changes) -> dict:
     """Trains `preset` on `data` (None: the synthetic collection) and exports it.
 
     Args:
@@ -59,6 +60,8 @@ def run_recipe(data=None, *, preset="tiny", model_dir=None, val_data=None, prepa
         cache_dir: synthetic clips and their shards; default .cache/ under the working directory.
         videos_per_shard: when preparing videos (held-out = whole shards); default from the
             DataConfig's shard size, 8 for synthetic data.
+        audio_context: seconds of audio context for an edge-free model
+            (ModelConfig.audio_context_seconds); None: the preset's.
         **train_changes: TrainConfig fields (None = the default: the paper's settings for real
             data, TINY_SYNTHETIC for synthetic data).
 
@@ -68,6 +71,8 @@ def run_recipe(data=None, *, preset="tiny", model_dir=None, val_data=None, prepa
     """
     t0 = time.perf_counter()
     model_config = get_preset(preset)
+    if audio_context is not None:
+        model_config = model_config.replace(audio_context_seconds=audio_context)
     cache_dir = os.path.abspath(cache_dir or ".cache")
     is_synthetic = data is None
     if is_synthetic:

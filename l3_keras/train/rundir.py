@@ -40,7 +40,8 @@ def write_config(run_dir, model_config, data_config, train_config, inputs: dict)
               "train": train_config.to_dict(), "inputs": inputs, **files.stamp()}
     if os.path.exists(path):
         old = files.read_json(path)
-        if json.loads(json.dumps(config["model"])) != old.get("model"):
+        # Through from_dict, so a run written before a field with a default existed still matches.
+        if type(model_config).from_dict(old.get("model", {})) != model_config:
             raise L3Error(f"{run_dir} holds a run of another model ({old['model'].get('name')}); "
                           "resume it with the same preset or choose a new --model-dir.")
     files.write_json(path, config)
