@@ -98,7 +98,8 @@ class WindowStream:
         self.left = self.win // 2 if center else 0
         self.span = self.win + 2 * context
         self._buf = np.zeros(self.left + context, np.float32)
-        self._next = 0  # index of the next window; it starts at self._buf[0]
+        self._next = 0  # index of the next window; it starts at self._buf[0] ...
+        self._skip = 0  # ... or, when the hop outruns the buffer, this many samples after its end
         self._n = 0  # input samples seen
 
     def timestamps(self, first: int, count: int) -> np.ndarray:
@@ -116,6 +117,8 @@ class WindowStream:
         """
         x = np.asarray(x, np.float32).reshape(-1)
         self._n += len(x)
+        skip, self._skip = min(self._skip, len(x)), max(self._skip - len(x), 0)
+        x = x[skip:]
         buf = np.concatenate([self._buf, x]) if len(x) else self._buf
         if last:
             if self._n == 0:
@@ -132,6 +135,7 @@ class WindowStream:
         block = Block(buf, self._next, max(count, 0), self.hop, self.span)
         self._next += block.count
         self._buf = buf[block.count * self.hop :]
+        self._skip += max(block.count * self.hop - len(buf), 0)
         return block
 
 
