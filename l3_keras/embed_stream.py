@@ -161,6 +161,9 @@ class SharedTower:
     def __init__(self, audio_model, cfg: ModelConfig):
         from l3_keras import models
 
+        if cfg.frontend not in ("stft", "mel"):
+            raise L3Error(f"mode='shared' supports the 'stft' and 'mel' front ends; {cfg.name!r} "
+                          f"uses {cfg.frontend!r}: use mode='exact'.")
         names = [layer.name for layer in audio_model.layers]
         last = models.last_conv_name(cfg, "audio")
         self.cfg = cfg
@@ -201,10 +204,9 @@ class SharedTower:
     def embed(self, block: Block, transfer_features: bool = False) -> np.ndarray:
         """float32 [count, D] of a Block cut with context=self.context.
 
-        With transfer_features, each window's cells max-pooled to `models.TRANSFER_GRID`
-        instead ([count, 4 * 3 * D], the layout of `models.audio_embedding_model`'s).
+        With transfer_features, each window's cells max-pooled to cfg.audio_transfer_grid
+        instead ([count, 4 * 3 * D] for the paper, the layout of `models.audio_embedding_model`'s).
         """
-        from l3_keras.models import TRANSFER_GRID
 
         if block.hop % self.cfg.hop_length:
             raise L3Error(
@@ -219,7 +221,7 @@ class SharedTower:
         starts = [(i * block.hop + self.context) // h for i in range(block.count)]
         maps = {p: np.asarray(m[0]) for p, m in self.maps(spec, {s % self.stride for s in starts}).items()}
         freq, _, dim = maps[next(iter(maps))].shape
-        rows, cols = TRANSFER_GRID
+        rows, cols = self.cfg.audio_transfer_grid
         pf, pt = max(1, freq // rows), max(1, self.cells // cols)  # MaxPooling2D((pf, pt)), valid
         out = np.empty((block.count, rows * cols * dim if transfer_features else dim), np.float32)
         for i, s in enumerate(starts):
