@@ -107,8 +107,26 @@ def export(source, name, version=None, preset=None, root="saved_models", overwri
     """
     _target(name, root, version, overwrite)  # fail before the slow load
     l3, cfg = load_source(source, preset)
-    return write_export(l3, cfg, name, source=str(source), root=root, version=version,
-                        overwrite=overwrite, hop_size=hop_size, tflite=tflite)
+    parts, info = _source_export_info(source)
+    return write_export(l3, cfg, name, source=str(source), info=info, root=root, version=version,
+                        overwrite=overwrite, parts=parts, hop_size=hop_size, tflite=tflite)
+
+
+def _source_export_info(source):
+    """(parts, extra export.json keys) to carry over when `source` is itself an export.
+
+    An export of only some parts (an OpenL3 import has no trained AVC head) stays that way when it
+    is exported again, with its provenance (e.g. the OpenL3 weight files and their SHA-256).
+    """
+    path = pathlib.Path(source) / "export.json"
+    if not path.is_file():
+        return serving.PARTS, None
+    old = json.loads(path.read_text())
+    regenerated = {"source", "version", "signatures", "parts", "file_signatures_hop_size",
+                   "git_commit", "versions"}
+    return tuple(old.get("parts", serving.PARTS)), {
+        k: v for k, v in old.items() if k not in regenerated
+    }
 
 
 def write_export(l3, cfg, name, source, info=None, root="saved_models", version=None,
@@ -140,7 +158,8 @@ def write_export(l3, cfg, name, source, info=None, root="saved_models", version=
             write_tflite(l3, cfg, tmp, parts)
         for v in old_versions - {version}:
             shutil.copytree(target / "serving" / str(v), tmp / "serving" / str(v))
-        info = {**_info(source, version, sigs), "file_signatures_hop_size": hop_size, **(info or {})}
+        info = {**_info(source, version, sigs), "parts": [p for p in serving.PARTS if p in parts],
+                "file_signatures_hop_size": hop_size, **(info or {})}
         files.write_json(tmp / "export.json", info)
         _swap(tmp, target)
     finally:

@@ -526,3 +526,20 @@ def test_exporting_again_adds_a_version_and_keeps_the_older(tiny_export, tmp_pat
     assert json.loads((first / "export.json").read_text())["version"] == 2
     loaded = tf.saved_model.load(str(first / "serving/2"))
     assert set(loaded.signatures) == set(tf.saved_model.load(str(first / "serving/1")).signatures)
+
+
+@pytest.mark.slow  # two exports
+def test_exporting_a_partial_export_again_keeps_its_parts_and_provenance(tiny_export, tmp_path):
+    """An export without a trained AVC head (as an OpenL3 import) must not regain avc signatures."""
+    l3, cfg, _ = tiny_export
+    root = tmp_path / "saved_models"
+    first = export.write_export(l3, cfg, "partial", source="weights.h5", root=root,
+                                info={"openl3": {"sha256": "abc"}}, parts=("audio", "image"))
+    again = export.export(first, "again", root=root)
+    info = json.loads((again / "export.json").read_text())
+    assert info["parts"] == ["audio", "image"]
+    assert info["openl3"] == {"sha256": "abc"}
+    assert info["source"] == str(first)
+    signatures = set(tf.saved_model.load(str(again / "serving/1")).signatures)
+    assert not any(s.startswith("avc") for s in signatures), signatures
+    assert signatures == set(tf.saved_model.load(str(first / "serving/1")).signatures)
