@@ -57,15 +57,37 @@ def test_mirrored_two_cpu_replicas_stay_identical(tmp_path, shards):
 
 
 WORKER = textwrap.dedent("""
-    import json, logging, sys
+    import json, logging, os, sys
     logging.basicConfig(level=logging.INFO)
     import numpy as np, keras, tensorflow as tf
     from l3_keras import models, train
     from l3_keras.data import pairs
+    from l3_keras.train.checkpoint import Checkpointer
     from tests.train_helpers import FAST, TINY
-    shards, run_dir, out = sys.argv[1:4]
+    shards, run_dir, out, schedule = sys.argv[1:5]
+    if len(sys.argv) > 5:  # record the state each save writes and each restore brings back
+        dumps, worker = sys.argv[5], json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+        def dump(checkpointer, event, step):
+            ck = checkpointer.checkpoint
+            numpy = keras.ops.convert_to_numpy
+            arrays = {f"weight{i}": numpy(v) for i, v in enumerate(ck.model.weights)}
+            arrays.update({f"optimizer{i}": numpy(v) for i, v in enumerate(ck.optimizer.variables)})
+            arrays.update(steps=step, iterations=numpy(ck.optimizer.iterations),
+                          learning_rate=numpy(ck.optimizer.learning_rate))
+            path = os.path.join(dumps, f"w{worker}-{event}-{step}.npz")
+            np.savez(path + ".tmp.npz", **arrays)
+            os.replace(path + ".tmp.npz", path)  # complete before the save it describes begins
+        save, restore = Checkpointer.save, Checkpointer.restore
+        def saving(self, step):
+            dump(self, "saved", step)
+            save(self, step)
+        def restoring(self):
+            step = restore(self)
+            dump(self, "restored", step)
+            return step
+        Checkpointer.save, Checkpointer.restore = saving, restoring
     tc = FAST.replace(strategy="multiworker", batch_per_replica=8, epochs=2, steps_per_epoch=4,
-                      checkpoint_every=2)  # 8 steps
+                      checkpoint_every=2, lr_schedule=schedule)  # 8 steps
     inputs = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
     model, results = train.train(run_dir, TINY, tc, inputs)  # the strategy comes first
     np.savez(out, *[w for w in model.get_weights()])
@@ -90,14 +112,17 @@ def _free_ports(n):
     return ports
 
 
-def _start_workers(shards, tmp_path):
-    """Two WORKER processes of one MultiWorkerMirroredStrategy cluster on fresh 127.0.0.1 ports."""
+def _start_workers(shards, tmp_path, schedule="constant", dumps=None):
+    """Two WORKER processes of one MultiWorkerMirroredStrategy cluster on fresh 127.0.0.1 ports;
+    with `dumps`, each writes there the state it saves and restores (w{worker}-{event}-{step}.npz)
+    """
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for i in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, shards, str(tmp_path / "run"), str(tmp_path / f"w{i}.npz")],
+            [sys.executable, "-c", WORKER, shards, str(tmp_path / "run"),
+             str(tmp_path / f"w{i}.npz"), schedule, *([str(dumps)] if dumps else [])],
             cwd=REPO, env=worker_env(TF_CONFIG=json.dumps(tf_config)), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     return procs
@@ -133,12 +158,39 @@ def test_multiworker_custom_loop_two_processes(tmp_path, shards):
     assert not list(run_dir.glob(".worker-*"))
 
 
+def _assert_same_state(expected, actual, what):
+    assert sorted(expected.files) == sorted(actual.files), what
+    differ = [k for k in expected.files if not np.array_equal(expected[k], actual[k])]
+    assert not differ, f"{what}: {len(differ)} arrays differ: {differ[:6]}"
+
+
+def _assert_resumed_from_saved_state(dumps, killed_at):
+    """Both resumed workers hold exactly what the chief saved at `killed_at`; the optimizer goes on.
+
+    The pair stream is reseeded at the resume, so later steps differ from an uninterrupted run's;
+    the state they start from must not."""
+    saved = np.load(dumps / f"w0-saved-{killed_at}.npz")
+    assert int(saved["steps"]) == int(saved["iterations"]) == killed_at
+    assert float(saved["learning_rate"]) < 1e-3  # cosine: decayed from FAST's 1e-3 by the step
+    moments = [saved[k] for k in saved.files if k.startswith("optimizer") and saved[k].ndim]
+    assert any(np.any(m) for m in moments), "Adam's moments were saved as zeros"
+    for worker in range(2):
+        restored = np.load(dumps / f"w{worker}-restored-{killed_at}.npz")
+        _assert_same_state(saved, restored, f"worker {worker} restored at step {killed_at}")
+        after = np.load(dumps / f"w{worker}-saved-{killed_at + 2}.npz")  # checkpoint_every 2
+        assert int(after["iterations"]) == killed_at + 2
+        assert float(after["learning_rate"]) < float(saved["learning_rate"])
+
+
 @pytest.mark.slow
 def test_multiworker_custom_loop_killed_and_resumed(tmp_path, shards):
     """Two workers train with the custom loop; both are SIGKILLed after the first checkpoint, then
-    the same commands continue from it to the same final step, with identical weights."""
-    run_dir = tmp_path / "run"
-    procs = _start_workers(shards, tmp_path)
+    the same commands continue from it to the same final step, with identical weights. Each
+    resumed worker starts from exactly the state the chief saved (weights and BatchNorm
+    statistics, Adam's moments, iterations, the cosine schedule's learning rate)."""
+    run_dir, dumps = tmp_path / "run", tmp_path / "dumps"
+    dumps.mkdir()
+    procs = _start_workers(shards, tmp_path, "cosine", dumps)
     try:
         deadline = time.monotonic() + 400
         while (_latest_step(run_dir) == 0 and all(p.poll() is None for p in procs)
@@ -154,7 +206,7 @@ def test_multiworker_custom_loop_killed_and_resumed(tmp_path, shards):
                 p.kill()
     killed_at = _latest_step(run_dir)
     assert alive and 0 < killed_at < TOTAL_STEPS, killed_at
-    procs = _start_workers(shards, tmp_path)
+    procs = _start_workers(shards, tmp_path, "cosine", dumps)
     try:
         deadline = time.monotonic() + 400
         outs = [p.communicate(timeout=max(1, deadline - time.monotonic())) for p in procs]
@@ -172,6 +224,7 @@ def test_multiworker_custom_loop_killed_and_resumed(tmp_path, shards):
     for key in w0.files:
         np.testing.assert_array_equal(w0[key], w1[key])
     assert [r["steps"] for r in results] == [TOTAL_STEPS] * 2  # as an uninterrupted run
+    _assert_resumed_from_saved_state(dumps, killed_at)
     assert (run_dir / "model.keras").exists() and (run_dir / "history.csv").exists()
     assert [int(r["epoch"]) for r in rundir.read_history(run_dir)] == [0, 1]
     assert not list(run_dir.glob(".worker-*"))
