@@ -356,6 +356,33 @@ def embed_audio_file(path, towers, hop_size=0.1, center=True, batch_size=32, mod
     return embedder.finish()
 
 
+def decode_video(path, data_config, sample_rate: int) -> dict:
+    """A video decoded exactly as `embed.process_video_file` decodes it, kept whole: for workers
+    that decode apart from the embedding (the Beam embed job's crash-isolated decoders).
+
+    Returns:
+        dict with audio (float32 mono [n] at `sample_rate`, resampled as decoded and tail-padded),
+        sample_rate, frames (JPEG bytes of the frames shown before the audio ends) and
+        frame_times (float64 [frames], seconds).
+
+    Raises:
+        VideoError: the video cannot be decoded, or has no frame before the audio ends.
+    """
+    from l3_keras.data.video import NO_FRAMES, VideoError, stream_streams, tail_pad_seconds
+
+    parts, jpegs, times = [], [], []
+    chunks = ChunkedAudio(sample_rate, parts.append)
+    info = stream_streams(path, chunks, lambda jpeg, t: (jpegs.append(jpeg), times.append(t)),
+                          data_config)
+    chunks.finish(tail_pad_seconds(info["samples"] / info["rate"], info["video_end"]))
+    times = np.asarray(times, np.float64)
+    keep = times < chunks.samples / sample_rate
+    if not keep.any():
+        raise VideoError(str(path), NO_FRAMES)
+    return {"audio": np.concatenate(parts), "sample_rate": sample_rate,
+            "frames": [j for j, k in zip(jpegs, keep) if k], "frame_times": times[keep]}
+
+
 def decode_audio(path, sample_rate: int) -> np.ndarray:
     """The whole default audio stream of `path` as mono float32 [n] at `sample_rate` (for short
     files; `embed_audio_file` streams long ones)."""

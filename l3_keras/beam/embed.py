@@ -4,7 +4,8 @@ The same files are listed (folders searched recursively by extension, single fil
 also globs and list files on any TF filesystem), each gets the same `.npz` under OUT (layout in
 `embed_files`), and the same inputs go into the same exported models:
     inputs   per file: read (`media.read_audio` / `read_image`) or decode (a video, in a
-             `CrashTolerantPool` process as `prepare` does), then `embed.frame_audio`,
+             `CrashTolerantPool` process with `embed_stream.decode_video`, as the local
+             `process_video_file` decodes), then `embed.frame_audio`,
              `prepare_images` or `video_inputs`; a failure is a skipped file with its reason
     models   RunInference with TFModelHandlerNumpy over the export's audio_embedding.keras and
              image_embedding.keras; one element is one file's windows (or frames), a batch of
@@ -27,7 +28,7 @@ import tensorflow as tf
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHandlerNumpy
 
-from l3_keras import embed, export, files, media
+from l3_keras import embed, embed_stream, export, files, media
 from l3_keras.beam import common
 from l3_keras.data import prepare as prepare_lib
 from l3_keras.data import video as video_lib
@@ -142,8 +143,13 @@ class _InputsFn(beam.DoFn):
         self._pool = None
         self._progress = common.RateLog(f"embed (beam) {self._kind} files")
         if self._kind == "video":
-            decode = functools.partial(video_lib.decode_or_reason,
-                                       data_config=embed.video_data_config(self._cfg, self._hop))
+            # Decoded as the local `process_video_file` decodes (float audio resampled as it
+            # streams), so both give the same embeddings.
+            decode = functools.partial(
+                video_lib.decode_or_reason,
+                data_config=embed.video_data_config(self._cfg, self._hop),
+                decode=functools.partial(embed_stream.decode_video,
+                                         sample_rate=self._cfg.sample_rate))
             self._pool = prepare_lib.CrashTolerantPool(1, decode)
 
     def process(self, span):

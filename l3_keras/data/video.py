@@ -191,13 +191,14 @@ def tail_pad_seconds(audio_seconds: float, video_end: Optional[float]) -> float:
     return min(max(video_end - audio_seconds, 0.0), MAX_TAIL_PAD_SECONDS)
 
 
-def decode_or_reason(path, data_config):
-    """`decode_streams`, or the reason the video is skipped (a str) instead of an exception.
+def decode_or_reason(path, data_config, decode=decode_streams):
+    """`decode(path, data_config)` (default `decode_streams`), or the reason the video is skipped
+    (a str) instead of an exception.
 
     For worker processes: a run over 100k videos records one odd file and carries on.
     """
     try:
-        return decode_streams(path, data_config)
+        return decode(path, data_config)
     except VideoError as e:
         return e.reason
     except Exception as e:  # noqa: BLE001 - e.g. an FFmpeg/PIL error path nobody anticipated
