@@ -212,19 +212,24 @@ def _merge_manifests(sub):
     p.set_defaults(handler=handler)
 
 
-@_command
-def _export(sub):
-    p = sub.add_parser("export", help="trained model -> .keras files + TF Serving SavedModel")
-    p.add_argument("source", help="run folder (config.json + model.keras), export folder or .keras")
-    p.add_argument("--name", required=True, help="export name: writes ROOT/NAME")
+def _export_flags(p):
+    """What `l3 export` and `l3 import-openl3` both write: version, root, hop, TFLite."""
     p.add_argument("--version", type=int, help="TF Serving version (default: next free)")
-    p.add_argument("--preset", help="model preset, for a .keras file without config.json")
     p.add_argument("--root", default="saved_models", help="folder of exports (saved_models)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--hop-size", type=float, default=0.1,
                    help="seconds between windows of the whole-file signatures (0.1)")
     p.add_argument("--tflite", action="store_true",
                    help="also write audio_embedding.tflite and image_embedding.tflite")
+
+
+@_command
+def _export(sub):
+    p = sub.add_parser("export", help="trained model -> .keras files + TF Serving SavedModel")
+    p.add_argument("source", help="run folder (config.json + model.keras), export folder or .keras")
+    p.add_argument("--name", required=True, help="export name: writes ROOT/NAME")
+    p.add_argument("--preset", help="model preset, for a .keras file without config.json")
+    _export_flags(p)
 
     def handler(args):
         from l3_keras.export import export
@@ -246,15 +251,14 @@ def _import_openl3(sub):
     p.add_argument("--input-repr", choices=["linear", "mel128", "mel256"],
                    help="front end (default: from the file name)")
     p.add_argument("--content-type", choices=["music", "env"], help="default: from the file name")
-    p.add_argument("--version", type=int, help="TF Serving version (default: next free)")
-    p.add_argument("--root", default="saved_models", help="folder of exports (saved_models)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    _export_flags(p)
 
     def handler(args):
         from l3_keras.openl3_import import import_openl3
 
         print(import_openl3(args.weights, args.name, args.image, args.input_repr,
-                            args.content_type, args.root, args.version, args.overwrite))
+                            args.content_type, args.root, args.version, args.overwrite,
+                            args.hop_size, args.tflite))
         return 0
 
     p.set_defaults(handler=handler)

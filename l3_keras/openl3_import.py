@@ -69,7 +69,7 @@ def sha256(path) -> str:
 
 
 def import_openl3(audio_weights, name, image_weights=None, input_repr=None, content_type=None,
-                  root="saved_models", version=None, overwrite=False):
+                  root="saved_models", version=None, overwrite=False, hop_size=0.1, tflite=False):
     """Writes `root/name` from OpenL3 weight files, laid out as `export.export` does.
 
     Args:
@@ -77,7 +77,7 @@ def import_openl3(audio_weights, name, image_weights=None, input_repr=None, cont
         name: export name.
         image_weights: the matching image weights (openl3_image_mel256_music.h5), or None.
         input_repr, content_type: override what the file name says.
-        root, version, overwrite: as for `export.export`.
+        root, version, overwrite, hop_size, tflite: as for `export.export`.
 
     Returns:
         pathlib.Path of the export folder.
@@ -108,7 +108,8 @@ def import_openl3(audio_weights, name, image_weights=None, input_repr=None, cont
     }
     parts = ("audio", "image") if image_weights is not None else ("audio",)
     return export.write_export(l3, cfg, name, source=str(audio_weights), info=sources, root=root,
-                               version=version, overwrite=overwrite, parts=parts)
+                               version=version, overwrite=overwrite, parts=parts,
+                               hop_size=hop_size, tflite=tflite)
 
 
 def _names(path):

@@ -194,7 +194,7 @@ def test_import_openl3_export_matches_openl3(oracle, weights, tmp_path):
     gz.write_bytes(gzip.compress(audio_h5.read_bytes()))
     image_h5 = fx.weight_file(weights, "image", "mel128")  # the fixtures' image weights, paired
     rc = cli.main(["import-openl3", str(gz), "--image", str(image_h5), "--name", "openl3_mel128",
-                   "--root", str(tmp_path / "exports")])
+                   "--root", str(tmp_path / "exports"), "--hop-size", str(fx.HOP)])
     assert rc == 0
     folder = tmp_path / "exports" / "openl3_mel128"
     info = json.loads((folder / "export.json").read_text())
@@ -203,10 +203,11 @@ def test_import_openl3_export_matches_openl3(oracle, weights, tmp_path):
     assert info["untrained"] == ["fusion"]
     # OpenL3 has no AVC head: embedding signatures only, each with a warm-up request.
     served = sorted(row["name"] for row in info["signatures"])
-    assert served == ["audio_embedding", "audio_embedding_bytes", "image_embedding",
-                      "image_embedding_bytes", "serving_default"]
+    assert served == ["audio_embedding", "audio_embedding_bytes", "audio_embedding_file",
+                      "audio_embedding_file_bytes", "image_embedding", "image_embedding_bytes",
+                      "serving_default"]
     warmup = folder / "serving" / "1" / "assets.extra" / "tf_serving_warmup_requests"
-    assert sum(1 for _ in tf.data.TFRecordDataset(str(warmup))) == 5
+    assert sum(1 for _ in tf.data.TFRecordDataset(str(warmup))) == 7
 
     cfg = get_preset("openl3-mel128")
     windows, _ = embed.frame_audio(fx.noise_audio(), cfg, fx.HOP, center=True)
@@ -227,6 +228,10 @@ def test_import_openl3_export_matches_openl3(oracle, weights, tmp_path):
     assert relative_error(got, want_audio) <= RTOL
     got = sigs["image_embedding"](image=tf.constant(images))["embedding"].numpy()
     assert relative_error(got, want_image) <= RTOL
+    # The whole-file signature frames a waveform of any length as OpenL3 does (hop from the CLI).
+    got = sigs["audio_embedding_file"](waveform=tf.constant(fx.noise_audio()))
+    np.testing.assert_allclose(got["timestamps"].numpy(), oracle["timestamps/noise"])
+    assert relative_error(got["embeddings"].numpy(), want_audio) <= RTOL
     # The embedding API reads the export's OpenL3 framing.
     emb, ts = embed.get_audio_embedding(fx.noise_audio(), 48000, str(folder), hop_size=fx.HOP)
     np.testing.assert_allclose(ts, oracle["timestamps/noise"])
@@ -275,7 +280,8 @@ def test_audio_only_import_serves_audio_only(weights, tmp_path):
                                          root=tmp_path)
     info = json.loads((folder / "export.json").read_text())
     assert sorted(r["name"] for r in info["signatures"]) == [
-        "audio_embedding", "audio_embedding_bytes", "serving_default"]
+        "audio_embedding", "audio_embedding_bytes", "audio_embedding_file",
+        "audio_embedding_file_bytes", "serving_default"]
     assert info["untrained"] == ["fusion", "vision"]
     assert not (folder / "image_embedding.keras").exists()
     with pytest.raises(L3Error, match="no image tower"):
