@@ -32,6 +32,9 @@ def parse(argv=None):
     p.add_argument("--event-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="drawn event length, filled with recordings of one digit (2 4)")
     p.add_argument("--max-gap", type=float, help="longest pause between events, s (0.25)")
+    p.add_argument("--identity", choices=["glyph", "emblem"],
+                   help="what shows a digit: its glyph (default) or an emblem whose shape and hue "
+                        "the digit fixes (an easy visual side, for diagnosis)")
     p.add_argument("--probe-per-class", type=int, default=20,
                    help="recordings per digit and speaker in the probe (20)")
     p.add_argument("--preset", default="tiny")
@@ -44,15 +47,23 @@ def parse(argv=None):
     return p, p.parse_args(argv)
 
 
+def scene_spec(args):
+    """The SceneSpec the flags ask for (SceneSpec's defaults where a flag is not given)."""
+    from l3_keras.data import scenes
+
+    spec = {"event_seconds": args.event_seconds, "max_gap": args.max_gap,
+            "identity": args.identity}
+    return scenes.SceneSpec(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in spec.items() if v is not None})
+
+
 def main(argv=None):
     parser, args = parse(argv)
     configure_logging("%(asctime)s %(message)s")
-    from l3_keras.data import labelled, scenes
+    from l3_keras.data import labelled
     from l3_keras.train import scene_recipe
 
-    spec = {"event_seconds": args.event_seconds, "max_gap": args.max_gap}
-    spec = scenes.SceneSpec(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in spec.items() if v is not None})
+    spec = scene_spec(args)
     try:
         items = labelled.list_labelled(args.fsdd, "pattern", labelled.FSDD_PATTERN)
         extra = ({"dcase": labelled.list_labelled(args.dcase, "pattern", labelled.DCASE_PATTERN)}

@@ -175,6 +175,16 @@ def test_avdigits_recipe_end_to_end(real_media, tmp_path):
         assert played and played <= speakers, (part, played)
 
 
+def test_avdigits_flags_set_the_scene_spec():
+    from recipes import train_avdigits
+
+    _, args = train_avdigits.parse(["--fsdd", "x", "--identity", "emblem", "--event-seconds", "1", "2"])
+    spec = train_avdigits.scene_spec(args)
+    assert (spec.identity, spec.event_seconds) == ("emblem", (1.0, 2.0))
+    assert spec.replace(identity="auto", event_seconds=(2.0, 4.0)) == scenes.SceneSpec()
+    assert train_avdigits.scene_spec(train_avdigits.parse(["--fsdd", "x"])[1]) == scenes.SceneSpec()
+
+
 def test_collection_ceiling_is_one_for_distinct_clips_and_half_for_identical_ones():
     from l3_keras.data.ceiling import collection_ceiling
 
