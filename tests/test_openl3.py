@@ -288,3 +288,22 @@ def test_audio_only_import_serves_audio_only(weights, tmp_path):
         embed.get_image_embedding(fx.noise_image(), str(folder))
     emb, _ = embed.get_audio_embedding(fx.noise_audio(), 48000, str(folder), hop_size=fx.HOP)
     assert emb.shape == (3, 512)
+
+
+@pytest.mark.slow
+def test_openl3_tflite_matches_keras(weights, tmp_path):
+    """OpenL3's towers (our dB front-end layer included) convert to builtin-op TFLite."""
+    from l3_keras import export_tflite
+
+    l3, cfg = openl3_import.build_openl3(fx.weight_file(weights, "audio", "mel128"),
+                                         fx.weight_file(weights, "image", "mel128"))
+    paths = export_tflite.write_tflite(l3, cfg, tmp_path, ("audio", "image"))
+    towers = embed.EmbeddingModels.from_l3(l3, cfg)
+    windows, _ = embed.frame_audio(fx.noise_audio(), cfg, fx.HOP, center=True)
+    windows = np.ascontiguousarray(windows)
+    images = embed.prepare_images(fx.noise_image(), cfg)
+    for kind, x in (("audio", windows), ("image", images)):
+        want = getattr(towers, kind).predict(x, verbose=0)
+        got = export_tflite.run_tflite(paths[kind], x)
+        print(f"OpenL3 mel128 {kind} TFLite vs Keras: {relative_error(got, want):.1e}")
+        assert relative_error(got, want) <= 1e-4, kind
