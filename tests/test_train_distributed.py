@@ -135,18 +135,24 @@ def _latest_step(run_dir):
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
-@pytest.mark.slow
-def test_multiworker_custom_loop_two_processes(tmp_path, shards):
-    procs = _start_workers(shards, tmp_path)
+def _finish(procs, seconds=400):
+    """Waits for the worker processes (killing any still running after `seconds`); asserts they
+    all exited 0 and returns their (stdout, stderr)."""
     try:
-        deadline = time.monotonic() + 400
+        deadline = time.monotonic() + seconds
         outs = [p.communicate(timeout=max(1, deadline - time.monotonic())) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (stdout, stderr) in zip(procs, outs):
+    for p, (_, stderr) in zip(procs, outs):
         assert p.returncode == 0, stderr[-3000:]
+    return outs
+
+
+@pytest.mark.slow
+def test_multiworker_custom_loop_two_processes(tmp_path, shards):
+    outs = _finish(_start_workers(shards, tmp_path))
     results = [json.loads(stdout.split("RESULT", 1)[1]) for stdout, _ in outs]
     w0, w1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
     for key in w0.files:
@@ -207,15 +213,8 @@ def test_multiworker_custom_loop_killed_and_resumed(tmp_path, shards):
     killed_at = _latest_step(run_dir)
     assert alive and 0 < killed_at < TOTAL_STEPS, killed_at
     procs = _start_workers(shards, tmp_path, "cosine", dumps)
-    try:
-        deadline = time.monotonic() + 400
-        outs = [p.communicate(timeout=max(1, deadline - time.monotonic())) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (stdout, stderr) in zip(procs, outs):
-        assert p.returncode == 0, stderr[-3000:]
+    outs = _finish(procs)
+    for stdout, stderr in outs:
         assert f"resuming at step {killed_at}/{TOTAL_STEPS}" in stderr, stderr[-3000:]
         steps = [int(n) for n in re.findall(rf"step (\d+)/{TOTAL_STEPS}  loss", stderr)]
         assert steps == list(range(killed_at + 1, TOTAL_STEPS + 1)), steps  # log_every 1
