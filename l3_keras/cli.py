@@ -72,6 +72,9 @@ def add_train_config_arguments(p):
         p.add_argument(f"--{name}", type=kind, help="TrainConfig." + name.replace("-", "_"))
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="default constant")
     p.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="default float32")
+    p.add_argument("--negatives", choices=["sampled", "batch"],
+                   help="sampled (paper): half the pairs have another video's audio; batch: every "
+                        "frame against every audio of the batch (TrainConfig.negatives)")
     p.add_argument("--audio-context", type=float,
                    help="edge-free model: seconds of real audio the audio tower sees on each side "
                         "of its window (ModelConfig.audio_context_seconds; e.g. 0.8 for tiny)")
@@ -81,7 +84,8 @@ def add_train_config_arguments(p):
 
 def train_config_changes(args) -> dict:
     """The TrainConfig fields set by `add_train_config_arguments` flags that were given."""
-    names = [name for name, _ in TRAIN_FIELDS] + ["lr-schedule", "mixed-precision", "strategy"]
+    names = [name for name, _ in TRAIN_FIELDS] + ["lr-schedule", "mixed-precision", "strategy",
+                                                "negatives"]
     values = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in names}
     return {k: v for k, v in values.items() if v is not None}
 

@@ -15,6 +15,7 @@ from l3_keras.errors import L3Error, check_choice
 FRONTENDS = ("stft", "mel", "stft_db", "mel_db")
 FRAMINGS = ("l3", "openl3")
 LR_SCHEDULES = ("constant", "cosine")
+NEGATIVES = ("sampled", "batch")
 
 
 class _JsonMixin:
@@ -271,6 +272,12 @@ class TrainConfig(_JsonMixin):
         mixed_precision: None (float32), "bf16" or "fp16".
         strategy: "auto" (GPUs mirrored, else one device), "mirrored", "multiworker", "default".
         seed: seeds the model's initial weights and the pair stream.
+        negatives: "sampled" (paper): the stream is half positives, half negatives whose audio
+            is another video's, and the loss scores each pair once. "batch": the stream is all
+            positives and the loss scores every frame of a replica's batch with every audio of
+            it: b positives and b(b-1) negatives (pairs of one video skipped), weighted half and
+            half (`train.objective`). Same towers, head and held-out AVC; from scratch it learns
+            far more per tower pass (the AV-digits section of the README has the figures).
     """
 
     learning_rate: float = 1e-4
@@ -288,9 +295,11 @@ class TrainConfig(_JsonMixin):
     mixed_precision: Optional[str] = None  # None | "bf16" | "fp16"
     strategy: str = "auto"  # "auto" | "mirrored" | "multiworker" | "default"
     seed: int = 0
+    negatives: str = "sampled"  # "sampled" | "batch"
 
     def __post_init__(self):
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("negatives", self.negatives, NEGATIVES)
 
     @property
     def total_steps(self) -> int:

@@ -120,6 +120,21 @@ def test_negatives_come_from_other_videos_and_labels_balance(shards):
     assert set(labels.reshape(-1, 64).sum(axis=1)) == {32}
 
 
+def test_positives_only_stream_labels_each_pair_with_its_video_key(shards):
+    """The stream of in-batch negatives: every pair a positive, its label its video's key."""
+    ds = pairs.make_pair_dataset(shards, TINY, training=True, seed=3, with_metadata=True,
+                                 options=PairOptions(pairs_per_video=4, positives_only=True))
+    ds = ds.map(lambda x, y, m: (y, m))
+    labels, meta = zip(*_take(ds, 400))
+    ids = np.array([m["video_id"] for m in meta])
+    assert all(m["audio_video_id"] == m["video_id"] for m in meta)
+    assert all(m["audio_start"] - 1e-6 <= m["frame_time"] <= m["audio_start"] + 1 + 1e-6
+               for m in meta)
+    keys = pairs.video_key(tf.constant(ids)).numpy()
+    np.testing.assert_array_equal(np.array(labels), keys)
+    assert np.all(keys >= 0) and len(set(keys)) == len(set(ids)) == 8  # one key per video
+
+
 def _batches(files, seed, n=100):
     ds = pairs.make_pair_dataset(files, TINY, training=True, seed=seed, batch_size=4,
                                  options=PairOptions(block_size=16, shuffle_buffer=64))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from l3_keras import train
+from l3_keras import models, train
 from l3_keras.config import TrainConfig, get_preset
 from l3_keras.errors import L3Error
 from l3_keras.data import shards as shards_lib
@@ -79,13 +79,17 @@ def test_clear_errors_before_training(tmp_path, shards):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_short_run_fills_the_run_directory_and_resumes_finished(tmp_path, shards):
-    inputs = train.find_inputs(shards, TINY, FAST.replace(val_fraction=0.34), None)
+@pytest.mark.parametrize("negatives", ["sampled", "batch"])
+def test_short_run_fills_the_run_directory_and_resumes_finished(tmp_path, shards, negatives):
+    tc = FAST.replace(negatives=negatives)
+    inputs = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.34), None)
     run_dir = tmp_path / "run"
-    model, results = train.train(run_dir, TINY, FAST, inputs)
+    keras.utils.set_random_seed(tc.seed)
+    initial = models.build_l3(TINY).get_weights()
+    model, results = train.train(run_dir, TINY, tc, inputs)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"] == json.loads(TINY.to_json())
-    assert TrainConfig.from_dict(config["train"]) == FAST
+    assert TrainConfig.from_dict(config["train"]) == tc
     assert {"git_commit", "versions", "data", "inputs"} <= set(config)
     assert config["inputs"]["val"] == inputs.val
     history = rundir.read_history(run_dir)
@@ -94,15 +98,20 @@ def test_short_run_fills_the_run_directory_and_resumes_finished(tmp_path, shards
     assert (run_dir / "curves.png").stat().st_size > 1000
     assert os.listdir(run_dir / "logs" / "train") and os.listdir(run_dir / "logs" / "validation")
     assert results["steps"] == FAST.total_steps and 0 <= results["avc_accuracy"] <= 1
+    # Validation is the AVC model's on the fixed sampled held-out pairs, whatever the objective.
+    assert history[-1]["val_avc_accuracy"] == pytest.approx(results["avc_accuracy"], abs=1e-6)
     reloaded = keras.models.load_model(run_dir / "model.keras")
+    assert [layer.name for layer in reloaded.layers] == [layer.name for layer in model.layers]
     for a, b in zip(reloaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+    moved = [np.abs(w - w0).max() > 0 for w, w0 in zip(model.get_weights(), initial)]
+    assert all(moved[:2]) and moved[-1], "the AVC model's own weights were trained"
     # The same command again: the run is complete, so it only restores and evaluates.
-    _, again = train.train(run_dir, TINY, FAST, inputs)
+    _, again = train.train(run_dir, TINY, tc, inputs)
     assert again["steps"] == FAST.total_steps
     assert len(rundir.read_history(run_dir)) == 2
     with pytest.raises(L3Error, match="another model"):
-        train.train(run_dir, TINY.replace(name="other", fusion_units=32), FAST, inputs)
+        train.train(run_dir, TINY.replace(name="other", fusion_units=32), tc, inputs)
 
 
 def _dense_model(seed, optimizer=None):

@@ -13,6 +13,9 @@ Pipeline (one path for shards and for videos read directly):
         negative gets the random window of a block-mate from another video_id
     --unbatch--> decode only the crop of the JPEG, augment, int16 -> float --batch--> per replica
 
+With `PairOptions.positives_only` (in-batch negatives) there are no blocks: every sample becomes a
+positive labelled with its video's key, and the loss makes the negatives (`train.objective`).
+
 `sample_record` is the ONE function that picks timestamps, so positives overlap by construction.
 Every random choice is a stateless op keyed by (seed, element index), so the same seed gives the
 same pairs, and the evaluation stream (training=False) is the same set of pairs on every pass.
@@ -55,12 +58,21 @@ class PairOptions:
         shuffle_buffer: samples in the training shuffle buffer; each holds a JPEG and 2 s of int16
             audio (~200 KB at 48 kHz).
         cycle_length: shards read in parallel (interleaved).
+        positives_only: every element a positive (no blocks, no negatives), labelled with its
+            video's key (`video_key`) instead of 1: the stream of in-batch negatives
+            (TrainConfig.negatives="batch"), whose loss needs to know which pairs share a video.
     """
 
     pairs_per_video: int = 1
     block_size: int = 64
     shuffle_buffer: int = 512
     cycle_length: int = 8
+    positives_only: bool = False
+
+
+def video_key(video_id: tf.Tensor) -> tf.Tensor:
+    """int32 >= 0 per video id (a hash): equal for pairs of one video, almost never otherwise."""
+    return tf.cast(tf.strings.to_hash_bucket_fast(video_id, 2**31 - 1), tf.int32)
 
 
 def _key(seed: tf.Tensor, salt: int, index: tf.Tensor) -> tf.Tensor:
@@ -184,6 +196,14 @@ def pair_block(block: dict, key: tf.Tensor) -> dict:
     }
 
 
+def _positive(sample: dict) -> dict:
+    """One sample of `sample_record` as a positive pair, labelled with its video's key."""
+    return {"frame": sample["frame"], "audio": sample["pos_audio"],
+            "label": video_key(sample["video_id"]), "video_id": sample["video_id"],
+            "audio_video_id": sample["video_id"], "frame_time": sample["frame_time"],
+            "audio_start": sample["pos_start"]}
+
+
 # ----------------------------------------------------------------------------------------------
 # Per-element decoding and augmentation
 
@@ -276,10 +296,14 @@ def _pairs_from_records(
     ds = ds.unbatch()
     if training:
         ds = ds.shuffle(options.shuffle_buffer, seed=seed + _SHUFFLE, reshuffle_each_iteration=True)
-    ds = ds.batch(options.block_size).filter(lambda b: tf.reduce_any(b["video_id"] != b["video_id"][0]))
-    ds = ds.enumerate().map(lambda i, b: pair_block(b, _key(seed, _PAIR, i)),
-                            num_parallel_calls=AUTOTUNE)
-    ds = ds.unbatch().enumerate()
+    if options.positives_only:
+        ds = ds.map(_positive, num_parallel_calls=AUTOTUNE).enumerate()
+    else:
+        ds = ds.batch(options.block_size).filter(
+            lambda b: tf.reduce_any(b["video_id"] != b["video_id"][0]))
+        ds = ds.enumerate().map(lambda i, b: pair_block(b, _key(seed, _PAIR, i)),
+                                num_parallel_calls=AUTOTUNE)
+        ds = ds.unbatch().enumerate()
 
     def finish(i, e):
         k_image, k_audio = tf.unstack(tf.random.experimental.stateless_split(

@@ -52,9 +52,12 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    def __init__(self, progress: Progress, start_step: int):
+    """Progress lines; at each epoch end the epoch's rate, then `validate()`'s figures as val_*
+    (before the callbacks that write history.csv and TensorBoard)."""
+
+    def __init__(self, progress: Progress, start_step: int, validate=None):
         super().__init__()
-        self.progress, self.step = progress, start_step
+        self.progress, self.step, self.validate = progress, start_step, validate
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -64,13 +67,12 @@ class ProgressCallback(keras.callbacks.Callback):
         if batch == 0:  # the clock starts after the previous epoch's validation
             self.progress.restart_clock(self.step)
 
-    def on_test_begin(self, logs=None):
-        self.progress.end_epoch(self.step)
-
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs
-        if self.progress.epoch_rates:  # into history.csv and TensorBoard (callbacks run after)
-            logs["pairs_per_second"] = self.progress.epoch_rates[-1]
+        self.progress.end_epoch(self.step)  # into history.csv and TensorBoard (callbacks run after)
+        logs["pairs_per_second"] = self.progress.epoch_rates[-1]
+        if self.validate:
+            logs.update({f"val_{k}": v for k, v in self.validate().items()})
         log.info("epoch %d: %s", epoch + 1,
                  "  ".join(f"{k} {float(v):.4f}" for k, v in sorted(logs.items())))
 
@@ -94,12 +96,18 @@ class CurvesCallback(keras.callbacks.Callback):
         rundir.plot_curves(self.run_dir)
 
 
-def fit_callbacks(run_dir, checkpoint_cb, progress: Progress, start_step: int, log_every: int):
-    """Order matters: the learning rate joins the logs before CSVLogger, curves read its file."""
+def fit_callbacks(run_dir, checkpoint_cb, progress: Progress, start_step: int, log_every: int,
+                  validate=None):
+    """Order matters: the epoch's rate is taken before the checkpoint is saved, the rate, the
+    learning rate and the validation figures join the logs before CSVLogger, curves read its file.
+
+    Args:
+        validate: () -> {"loss", "avc_accuracy"} on the held-out pairs, after every epoch.
+    """
     return [
         LearningRateToLogs(),
+        ProgressCallback(progress, start_step, validate),
         checkpoint_cb,
-        ProgressCallback(progress, start_step),
         keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.LOGS), update_freq=log_every),
         keras.callbacks.CSVLogger(os.path.join(run_dir, rundir.HISTORY), append=True),
         CurvesCallback(run_dir),

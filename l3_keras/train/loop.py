@@ -1,9 +1,10 @@
 """The custom training loop, for MultiWorkerMirroredStrategy (Keras 3 `fit` fails under it:
 keras-team/keras#20585).
 
-Same model, data, optimizer and checkpoints as the `fit` path: `strategy.run` of a GradientTape
-step whose loss is averaged over the GLOBAL batch (`tf.nn.compute_average_loss`), so that the
-optimizer's all-reduce SUM of gradients gives the mean over all replicas. With fp16 the optimizer is
+Same model, objective (`train.objective`), data, optimizer and checkpoints as the `fit` path:
+`strategy.run` of a GradientTape step whose per-example loss is averaged over the GLOBAL batch
+(`tf.nn.compute_average_loss`), so that the optimizer's all-reduce SUM of gradients gives the mean
+over all replicas. With fp16 the optimizer is
 Keras' LossScaleOptimizer: `scale_loss` before the tape's gradient, `apply_gradients` unscales and
 skips steps with overflowing gradients. Only the chief writes history.csv, TensorBoard and curves.
 """
@@ -16,25 +17,28 @@ import tensorflow as tf
 
 from l3_keras.train import rundir
 from l3_keras.train.callbacks import log
+from l3_keras.train.objective import Objective, pair_accuracy
 from l3_keras.train.state import Run
 
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def _train_step(model, optimizer, strategy, global_batch):
+def train_step(objective: Objective, optimizer, strategy, global_batch):
+    """iterator -> (loss, summed accuracy) of one global batch: a tf.function over `strategy.run`."""
+    model = objective.model
     variables = model.trainable_variables
 
     def replica_step(x, y):
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
-            per_pair = keras.losses.sparse_categorical_crossentropy(y, probs)
+            per_pair = objective.loss(y, probs)
             loss = tf.nn.compute_average_loss(per_pair, global_batch_size=global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(grads, variables))
-        return loss, _correct(probs, y)
+        return loss, tf.reduce_sum(objective.accuracy(y, probs))
 
     @tf.function
     def step(iterator):
@@ -44,18 +48,14 @@ def _train_step(model, optimizer, strategy, global_batch):
     return step
 
 
-def _correct(probs, y):
-    hits = tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
-    return tf.reduce_sum(tf.cast(hits, tf.float32))
-
-
 def evaluate(model, dataset) -> dict:
     """{"loss", "avc_accuracy"} of `model` over a finite batched (inputs, label) dataset."""
     @tf.function
     def batch_sums(x, y):
         probs = model(x, training=False)
         loss = keras.losses.sparse_categorical_crossentropy(y, probs)
-        return tf.reduce_sum(loss), _correct(probs, y), tf.cast(tf.size(y), tf.float32)
+        return (tf.reduce_sum(loss), tf.reduce_sum(pair_accuracy(y, probs)),
+                tf.cast(tf.size(y), tf.float32))
 
     total = [0.0, 0.0, 0.0]
     for x, y in dataset:
@@ -74,7 +74,7 @@ def custom_fit(run: Run, make_train_dataset, val_dataset) -> None:
     start_step = run.start_step
     tc, spe = run.train_config, run.train_config.steps_per_epoch
     total = tc.epochs * spe
-    step_fn = _train_step(run.model, run.optimizer, run.strategy, run.global_batch)
+    step_fn = train_step(run.objective, run.optimizer, run.strategy, run.global_batch)
     iterator = iter(make_train_dataset(start_step))
     writers = {}
     if run.chief:

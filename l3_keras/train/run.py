@@ -20,7 +20,8 @@ import tensorflow as tf
 from l3_keras import files, models
 from l3_keras.config import ModelConfig, TrainConfig
 from l3_keras.data import pairs, shards
-from l3_keras.train import callbacks, checkpoint, data, loop, rundir, strategy as strategies
+from l3_keras.train import (callbacks, checkpoint, data, loop, objective as objectives, rundir,
+                            strategy as strategies)
 from l3_keras.train.callbacks import log
 from l3_keras.train.data import Inputs
 from l3_keras.train.state import Run
@@ -61,7 +62,8 @@ def train(run_dir, model_config: ModelConfig, train_config: TrainConfig, inputs:
         val_set = shards.check(inputs.val, model_config, "validation")
         run = start(run_dir, model_config, tc, strategy, {"train": inputs.train, "val": inputs.val},
                     train_set.data_config)
-        options = pairs.PairOptions(pairs_per_video=tc.pairs_per_video)
+        options = pairs.PairOptions(pairs_per_video=tc.pairs_per_video,
+                                    positives_only=tc.negatives == "batch")
 
         def train_dataset(step):
             return pairs.distributed_pair_dataset(strategy, train_set, model_config,
@@ -104,11 +106,12 @@ def start(run_dir, model_config: ModelConfig, train_config: TrainConfig, strateg
     keras.utils.set_random_seed(tc.seed)
     with strategy.scope():
         model = models.build_l3(model_config)
+        objective = objectives.make_objective(model, model_config, tc.negatives)
         optimizer = make_optimizer(tc, custom and tc.mixed_precision == "fp16")
         if not custom:
-            model.compile(optimizer, loss="sparse_categorical_crossentropy",
-                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="avc_accuracy")])
-            optimizer = model.optimizer  # compile wraps it for fp16
+            objective.model.compile(optimizer, loss=objective.loss, metrics=[
+                keras.metrics.MeanMetricWrapper(objective.accuracy, name="avc_accuracy")])
+            optimizer = objective.model.optimizer  # compile wraps it for fp16
         checkpointer = checkpoint.Checkpointer(run_dir, model, optimizer, chief,
                                                strategies.worker_id(strategy))
         start_step = checkpointer.restore()
@@ -117,8 +120,8 @@ def start(run_dir, model_config: ModelConfig, train_config: TrainConfig, strateg
              keras.mixed_precision.global_policy().name, "resuming" if start_step else "starting",
              start_step, tc.total_steps)
     progress = callbacks.Progress(tc.total_steps, start_step, global_batch, tc.log_every)
-    return Run(run_dir, tc, strategy, global_batch, chief, model, optimizer, checkpointer,
-               progress, start_step)
+    return Run(run_dir, tc, strategy, global_batch, chief, model, objective, optimizer,
+               checkpointer, progress, start_step)
 
 
 def _fit(run: Run, train_dataset, val) -> None:
@@ -129,16 +132,16 @@ def _fit(run: Run, train_dataset, val) -> None:
     step = run.start_step
     while epoch < tc.epochs:
         steps = spe - done
-        cbs = callbacks.fit_callbacks(run.run_dir, checkpoint.CheckpointCallback(
-            run.checkpointer, tc.checkpoint_every, step), run.progress, step, tc.log_every)
+        cbs = callbacks.fit_callbacks(
+            run.run_dir, checkpoint.CheckpointCallback(run.checkpointer, tc.checkpoint_every, step),
+            run.progress, step, tc.log_every, validate=lambda: loop.evaluate(run.model, val))
         # One partial epoch (after a mid-epoch resume), then the rest in one call.
         last = epoch + 1 if done else tc.epochs
-        # fit makes a new validation iterator every epoch (Keras 3.15's evaluate resets it), so
-        # every epoch scores the same fixed pairs: validation_steps batches of the repeated stream.
-        run.model.fit(train_dataset(step), initial_epoch=epoch, epochs=last, steps_per_epoch=steps,
-                      validation_data=val.repeat(),
-                      validation_steps=-(-tc.validation_pairs // run.global_batch),
-                      callbacks=cbs, verbose=0, shuffle=False)  # the pair stream shuffles itself
+        # Validation is the AVC model's on the fixed held-out pairs, whatever the objective
+        # trains (`callbacks.ProgressCallback`), as in the custom loop.
+        run.objective.model.fit(train_dataset(step), initial_epoch=epoch, epochs=last,
+                                steps_per_epoch=steps, callbacks=cbs, verbose=0,
+                                shuffle=False)  # the pair stream shuffles itself
         step += steps * (last - epoch)
         epoch, done = last, 0
 

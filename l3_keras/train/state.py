@@ -9,6 +9,7 @@ import tensorflow as tf
 from l3_keras.config import TrainConfig
 from l3_keras.train.callbacks import Progress
 from l3_keras.train.checkpoint import Checkpointer
+from l3_keras.train.objective import Objective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +22,9 @@ class Run:
         strategy: the distribution strategy the model and optimizer were built under.
         global_batch: pairs per step over all replicas.
         chief: whether this worker writes the run directory's files.
-        model: the AVC model (compiled for the `fit` path).
+        model: the AVC model: checkpointed, saved, evaluated on the held-out pairs.
+        objective: what the optimizer trains (`train.objective`; its model shares the AVC model's
+            weights, and is compiled for the `fit` path).
         optimizer: its optimizer (LossScaleOptimizer under fp16).
         checkpointer: saves and restores model + optimizer + steps taken.
         progress: progress lines with rate and ETA.
@@ -34,6 +37,7 @@ class Run:
     global_batch: int
     chief: bool
     model: keras.Model
+    objective: Objective
     optimizer: keras.optimizers.Optimizer
     checkpointer: Checkpointer
     progress: Progress
