@@ -7,7 +7,7 @@ training. Then the audio tower is probed on spoken digits (1 s windows, logistic
 fold per speaker) beside the same network with random weights, and on DCASE when given.
 
     python recipes/train_avdigits.py --fsdd ../shared/data/audio-labeled/fsdd --holdout-speakers nicolas
-    python recipes/train_avdigits.py --fsdd DIR --dcase DCASE_DIR --epochs 30 --model-dir runs/avd
+    python recipes/train_avdigits.py --fsdd DIR --dcase DCASE_DIR --epochs 60 --model-dir runs/avd
 
 Rerunning the same command reuses the clips and shards (cache) and resumes the run.
 """
@@ -25,7 +25,7 @@ def parse(argv=None):
     p.add_argument("--holdout-speakers", nargs="+", help="speakers never heard in training "
                                                           "(default: the last in sorted order)")
     p.add_argument("--dcase", help="DCASE 2016 task 2 folder: also probe on it")
-    p.add_argument("--train-clips", type=int, default=240, help="training clips (240)")
+    p.add_argument("--train-clips", type=int, default=720, help="training clips (720)")
     p.add_argument("--held-out-clips", type=int, default=40, help="held-out clips (40)")
     p.add_argument("--cued-clips", type=int, default=0,
                    help="more training clips whose digits also have their own colour (0)")
