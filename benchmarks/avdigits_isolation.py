@@ -10,6 +10,9 @@ nicolas's ("unheard speaker") are evaluated.
     --task supervised   the audio tower + a 10-way softmax on digit labels: can it learn digits?
     --task avc          the L3 model on correspondence pairs (half positives: the picture's digit
                         is heard; negatives: a random digit is heard)
+    --negatives batch   (with --task avc) in-batch negatives (`train.objective`): training batches
+                        are all positives and every picture is scored against every window;
+                        evaluation stays on the half-and-half pairs
     --vision glyph|emblem|cued   what shows the digit (cued: glyphs in their digit's own hue)
     --clip-identities N          training pictures and noise levels come from N fixed "clips"
                                  (a background and a noise level each; positives share a clip,
@@ -18,6 +21,8 @@ nicolas's ("unheard speaker") are evaluated.
 
     python benchmarks/avdigits_isolation.py --fsdd ../shared/data/audio-labeled/fsdd --task avc \\
         --vision emblem --steps 300
+    python benchmarks/avdigits_isolation.py --fsdd ../shared/data/audio-labeled/fsdd --task avc \
+        --negatives batch --steps 1500
 """
 import argparse
 import os
@@ -35,6 +40,7 @@ def parse(argv=None):
     p.add_argument("--task", choices=["supervised", "avc"], default="avc")
     p.add_argument("--vision", choices=["glyph", "emblem", "cued"], default="glyph")
     p.add_argument("--clip-identities", type=int, default=0)
+    p.add_argument("--negatives", choices=["sampled", "batch"], default="sampled")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=32)
@@ -92,15 +98,18 @@ class Batches:
             scenes.draw_glyph(frame, digit, self.rng, size, hue)
         return frame.astype(np.float32) / 255
 
-    def __call__(self, part, n):
+    def __call__(self, part, n, positives_only=False):
+        """With positives_only every pair is a positive and its label is its index: each pair
+        its own "video" for the in-batch objective."""
         rng, pool, d = self.rng, self.pools[part], self.digits
         images, audio, labels = [], [], []
         for i in range(n):
             seen = d[rng.integers(len(d))]
-            heard = seen if self.args.task == "supervised" or i % 2 == 0 else d[rng.integers(len(d))]
+            heard = (seen if self.args.task == "supervised" or positives_only or i % 2 == 0
+                     else d[rng.integers(len(d))])
             if part == "train" and self.clips:
                 c = int(rng.integers(len(self.clips)))
-                other = c if i % 2 == 0 else (c + 1 + int(rng.integers(len(self.clips) - 1))) % len(self.clips)
+                other = c if i % 2 == 0 or positives_only else (c + 1 + int(rng.integers(len(self.clips) - 1))) % len(self.clips)
                 (background, _), noise = self.clips[c], self.clips[other][1]
             else:
                 background, noise = self._clip()
@@ -109,21 +118,33 @@ class Batches:
                 labels.append(d.index(heard))
             else:
                 images.append(self.picture(seen, background))
-                labels.append(int(heard == seen))
+                labels.append(i if positives_only else int(heard == seen))
         x = np.stack(audio) if self.args.task == "supervised" else {
             "image": np.stack(images), "audio": np.stack(audio)}
         return x, np.array(labels)
 
 
 def build(args, cfg):
+    """(the model evaluated, compiled; the model trained, compiled): the same model unless the
+    in-batch objective trains the AVC model's all-pairs twin."""
     import keras
 
     from l3_keras import models
+    from l3_keras.train import objective
 
     if args.task == "avc":
-        return models.build_l3(cfg)
-    tower = models.build_audio_tower(cfg)
-    return keras.Sequential([tower, keras.layers.Dense(10, activation="softmax")])
+        model = models.build_l3(cfg)
+    else:
+        model = keras.Sequential([models.build_audio_tower(cfg),
+                                  keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.Adam(args.learning_rate), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    if args.negatives == "sampled" or args.task != "avc":
+        return model, model
+    obj = objective.make_objective(model, cfg, "batch")
+    obj.model.compile(keras.optimizers.Adam(args.learning_rate), obj.loss,
+                      metrics=[keras.metrics.MeanMetricWrapper(obj.accuracy, name="accuracy")])
+    return model, obj.model
 
 
 def main(argv=None):
@@ -135,17 +156,17 @@ def main(argv=None):
     cfg = get_preset("tiny")
     keras.utils.set_random_seed(args.seed)
     batches = Batches(args, cfg)
-    model = build(args, cfg)
-    model.compile(keras.optimizers.Adam(args.learning_rate), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model, trained = build(args, cfg)
+    in_batch = trained is not model
     evals = {part: batches(part, 400) for part in ("seen", "unheard")}
     t0, hits = time.time(), []
     for step in range(1, args.steps + 1):
-        _, acc = model.train_on_batch(*batches("train", args.batch))
+        _, acc = trained.train_on_batch(*batches("train", args.batch, positives_only=in_batch))
         hits.append(acc)
         if step % 100 == 0 or step == args.steps:
             scores = {p: model.evaluate(*xy, verbose=0)[1] for p, xy in evals.items()}
-            print(f"{args.task} {args.vision} clips={args.clip_identities} step {step}: training "
+            print(f"{args.task} {args.vision} {args.negatives} clips={args.clip_identities} step "
+                  f"{step}: training "
                   f"batches {np.mean(hits[-100:]):.3f}, seen speakers {scores['seen']:.3f}, "
                   f"unheard speaker {scores['unheard']:.3f}; {time.time() - t0:.0f} s, load "
                   f"{os.getloadavg()[0]:.1f}", flush=True)
