@@ -7,7 +7,7 @@ import tensorflow as tf
 from l3_keras import models
 from l3_keras.config import TrainConfig
 from l3_keras.errors import L3Error
-from l3_keras.train import loop, objective
+from l3_keras.train import loop, objective, strategy
 from tests.train_helpers import TINY
 
 
@@ -98,3 +98,11 @@ def test_custom_loop_step_minimises_the_objective(tiny_l3):
     np.testing.assert_allclose(float(loss), before, rtol=1e-4)
     assert 0 <= float(correct) <= 6
     assert np.abs(l3.get_layer("vision_block1_conv1").kernel.numpy() - kernel).max() > 0
+
+
+def test_all_pairs_probabilities_stay_float32_under_mixed_precision():
+    with strategy.precision("bf16"):
+        l3 = models.build_l3(TINY)
+        grid = objective.make_objective(l3, TINY, "batch").model
+    assert l3.output.dtype == grid.output.dtype == "float32"
+    assert grid.get_layer("cross_pairs").compute_dtype == "bfloat16"

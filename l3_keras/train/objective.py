@@ -89,8 +89,9 @@ def all_pairs_model(l3: keras.Model, cfg: ModelConfig) -> keras.Model:
     x = CrossPairs(name="cross_pairs")([vision, audio])
     for name in ("fusion_fc1", "fusion_fc2", "fusion_softmax"):
         x = l3.get_layer(name)(x)
-    return keras.Model(l3.input, PairGrid(name="pair_grid")([x, vision]),
-                       name=f"{l3.name}_all_pairs")
+    # float32 like the AVC model's softmax: the loss is taken on these probabilities.
+    grid = PairGrid(name="pair_grid", dtype="float32")([x, vision])
+    return keras.Model(l3.input, grid, name=f"{l3.name}_all_pairs")
 
 
 def _grid_weights(keys, b):
