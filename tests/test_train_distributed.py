@@ -87,7 +87,8 @@ WORKER = textwrap.dedent("""
             return step
         Checkpointer.save, Checkpointer.restore = saving, restoring
     tc = FAST.replace(strategy="multiworker", batch_per_replica=8, epochs=2, steps_per_epoch=4,
-                      checkpoint_every=2, lr_schedule=schedule)  # 8 steps
+                      checkpoint_every=2, lr_schedule=schedule,
+                      negatives=os.environ.get("TEST_NEGATIVES", "sampled"))  # 8 steps
     inputs = train.find_inputs(shards, TINY, tc.replace(val_fraction=0.25), None)
     model, results = train.train(run_dir, TINY, tc, inputs)  # the strategy comes first
     np.savez(out, *[w for w in model.get_weights()])
@@ -112,7 +113,7 @@ def _free_ports(n):
     return ports
 
 
-def _start_workers(shards, tmp_path, schedule="constant", dumps=None):
+def _start_workers(shards, tmp_path, schedule="constant", dumps=None, negatives="sampled"):
     """Two WORKER processes of one MultiWorkerMirroredStrategy cluster on fresh 127.0.0.1 ports;
     with `dumps`, each writes there the state it saves and restores (w{worker}-{event}-{step}.npz)
     """
@@ -123,7 +124,8 @@ def _start_workers(shards, tmp_path, schedule="constant", dumps=None):
         procs.append(subprocess.Popen(
             [sys.executable, "-c", WORKER, shards, str(tmp_path / "run"),
              str(tmp_path / f"w{i}.npz"), schedule, *([str(dumps)] if dumps else [])],
-            cwd=REPO, env=worker_env(TF_CONFIG=json.dumps(tf_config)), stdout=subprocess.PIPE,
+            cwd=REPO, env=worker_env(TF_CONFIG=json.dumps(tf_config), TEST_NEGATIVES=negatives),
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -162,6 +164,24 @@ def test_multiworker_custom_loop_two_processes(tmp_path, shards):
     run_dir = tmp_path / "run"
     assert (run_dir / "model.keras").exists() and (run_dir / "history.csv").exists()
     assert not list(run_dir.glob(".worker-*"))
+
+
+@pytest.mark.slow
+def test_multiworker_custom_loop_with_in_batch_negatives(tmp_path, shards):
+    """The custom loop trains the in-batch objective: each worker scores its own 8 x 8 grid, the
+    all-reduced gradients keep both workers' weights identical, and the AVC model is saved."""
+    outs = _finish(_start_workers(shards, tmp_path, negatives="batch"))
+    results = [json.loads(stdout.split("RESULT", 1)[1]) for stdout, _ in outs]
+    w0, w1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
+    for key in w0.files:
+        np.testing.assert_array_equal(w0[key], w1[key])
+    for r in results:
+        assert r["steps"] == TOTAL_STEPS and r["end"] != r["start"], r
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["negatives"] == "batch"
+    history = rundir.read_history(tmp_path / "run")
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert all(0 <= row["avc_accuracy"] <= 1 and 0 <= row["val_avc_accuracy"] <= 1 for row in history)
 
 
 def _assert_same_state(expected, actual, what):
