@@ -74,7 +74,8 @@ def add_train_config_arguments(p):
     p.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="default float32")
     p.add_argument("--negatives", choices=["sampled", "batch"],
                    help="sampled (paper): half the pairs have another video's audio; batch: every "
-                        "frame against every audio of the batch (TrainConfig.negatives)")
+                        "frame against every audio of the batch (TrainConfig.negatives; default: "
+                        "the recipe's, sampled except train_avdigits.py)")
     p.add_argument("--audio-context", type=float,
                    help="edge-free model: seconds of real audio the audio tower sees on each side "
                         "of its window (ModelConfig.audio_context_seconds; e.g. 0.8 for tiny)")
