@@ -4,9 +4,8 @@ keras-team/keras#20585).
 Same model, objective (`train.objective`), data, optimizer and checkpoints as the `fit` path:
 `strategy.run` of a GradientTape step whose per-example loss is averaged over the GLOBAL batch
 (`tf.nn.compute_average_loss`), so that the optimizer's all-reduce SUM of gradients gives the mean
-over all replicas. With fp16 the optimizer is
-Keras' LossScaleOptimizer: `scale_loss` before the tape's gradient, `apply_gradients` unscales and
-skips steps with overflowing gradients. Only the chief writes history.csv, TensorBoard and curves.
+over all replicas. With fp16 the optimizer is Keras' LossScaleOptimizer: `scale_loss` before the
+tape's gradient, `apply_gradients` unscales and skips steps with overflowing gradients. Only the chief writes history.csv, TensorBoard and curves.
 """
 from __future__ import annotations
 
@@ -50,6 +49,11 @@ def train_step(objective: Objective, optimizer, strategy, global_batch):
 
 def evaluate(model, dataset) -> dict:
     """{"loss", "avc_accuracy"} of `model` over a finite batched (inputs, label) dataset."""
+    return evaluator(model)(dataset)
+
+
+def evaluator(model):
+    """`evaluate` bound to `model`, traced once for all its calls (the validation of every epoch)."""
     @tf.function
     def batch_sums(x, y):
         probs = model(x, training=False)
@@ -57,10 +61,13 @@ def evaluate(model, dataset) -> dict:
         return (tf.reduce_sum(loss), tf.reduce_sum(pair_accuracy(y, probs)),
                 tf.cast(tf.size(y), tf.float32))
 
-    total = [0.0, 0.0, 0.0]
-    for x, y in dataset:
-        total = [t + float(v) for t, v in zip(total, batch_sums(x, y))]
-    return {"loss": total[0] / max(total[2], 1), "avc_accuracy": total[1] / max(total[2], 1)}
+    def run(dataset) -> dict:
+        total = [0.0, 0.0, 0.0]
+        for x, y in dataset:
+            total = [t + float(v) for t, v in zip(total, batch_sums(x, y))]
+        return {"loss": total[0] / max(total[2], 1), "avc_accuracy": total[1] / max(total[2], 1)}
+
+    return run
 
 
 def custom_fit(run: Run, make_train_dataset, val_dataset) -> None:
@@ -75,6 +82,7 @@ def custom_fit(run: Run, make_train_dataset, val_dataset) -> None:
     tc, spe = run.train_config, run.train_config.steps_per_epoch
     total = tc.epochs * spe
     step_fn = train_step(run.objective, run.optimizer, run.strategy, run.global_batch)
+    validate = evaluator(run.model)
     iterator = iter(make_train_dataset(start_step))
     writers = {}
     if run.chief:
@@ -92,7 +100,7 @@ def custom_fit(run: Run, make_train_dataset, val_dataset) -> None:
             logs = {"loss": sums[0] / sums[2], "avc_accuracy": sums[1] / (sums[2] * run.global_batch),
                     "learning_rate": float(keras.ops.convert_to_numpy(run.optimizer.learning_rate)),
                     "pairs_per_second": run.progress.epoch_rates[-1]}
-            val = evaluate(run.model, val_dataset)
+            val = validate(val_dataset)
             logs.update({f"val_{k}": v for k, v in val.items()})
             log.info("epoch %d: %s", epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
             if run.chief:

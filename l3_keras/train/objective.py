@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from l3_keras import models
-from l3_keras.config import ModelConfig
+from l3_keras.config import NEGATIVES, ModelConfig
 from l3_keras.errors import check_choice
 
 
@@ -41,16 +41,21 @@ class Objective:
 
 def make_objective(l3: keras.Model, cfg: ModelConfig, negatives: str) -> Objective:
     """The objective of TrainConfig.negatives for the AVC model `l3` (`models.build_l3(cfg)`)."""
-    check_choice("negatives", negatives, ("sampled", "batch"))
+    check_choice("negatives", negatives, NEGATIVES)
     if negatives == "sampled":
         return Objective(l3, keras.losses.sparse_categorical_crossentropy, pair_accuracy)
     return Objective(all_pairs_model(l3, cfg), all_pairs_loss, all_pairs_accuracy)
 
 
 def pair_accuracy(y, probs):
-    """1.0 where the arg-max class is the label."""
-    y = ops.cast(ops.reshape(y, [-1]), "int32")
-    return ops.cast(ops.equal(ops.cast(ops.argmax(probs, axis=-1), "int32"), y), "float32")
+    """[b]: 1.0 where the arg-max class is the label."""
+    return _hits(ops.reshape(y, [-1]), probs)
+
+
+def _hits(targets, probs):
+    """1.0 where the arg-max class of `probs` (last axis) is the target, else 0.0."""
+    argmax = ops.cast(ops.argmax(probs, axis=-1), "int32")
+    return ops.cast(ops.equal(argmax, ops.cast(targets, "int32")), "float32")
 
 
 class CrossPairs(keras.layers.Layer):
@@ -119,5 +124,4 @@ def all_pairs_loss(keys, probs):
 def all_pairs_accuracy(keys, probs):
     """[b]: frame i's balanced accuracy over its positive and its negatives."""
     targets, negatives = _grid_weights(keys, ops.shape(probs)[0])
-    hits = ops.cast(ops.equal(ops.cast(ops.argmax(probs, axis=-1), "int32"), targets), "float32")
-    return _balanced(hits, negatives)
+    return _balanced(_hits(targets, probs), negatives)

@@ -130,11 +130,12 @@ def _fit(run: Run, train_dataset, val) -> None:
     spe = tc.steps_per_epoch
     epoch, done = divmod(run.start_step, spe)
     step = run.start_step
+    validate = loop.evaluator(run.model)
     while epoch < tc.epochs:
         steps = spe - done
         cbs = callbacks.fit_callbacks(
             run.run_dir, checkpoint.CheckpointCallback(run.checkpointer, tc.checkpoint_every, step),
-            run.progress, step, tc.log_every, validate=lambda: loop.evaluate(run.model, val))
+            run.progress, step, tc.log_every, validate=lambda: validate(val))
         # One partial epoch (after a mid-epoch resume), then the rest in one call.
         last = epoch + 1 if done else tc.epochs
         # Validation is the AVC model's on the fixed held-out pairs, whatever the objective
